@@ -1,0 +1,21 @@
+//! Pure types and rules of Recarga: no I/O, no async, no database.
+//!
+//! Everything that decides *what* happens to money lives here so it can be
+//! tested exhaustively: [`Money`] (integer centavos, never floats), [`Msisdn`]
+//! (a normalised Mexican mobile number), [`TopupStatus`] and its allowed
+//! transitions, the product [`catalogue`] and the [`pricing`] that turns a face
+//! value into what we send upstream and what we hold from the customer.
+
+pub mod catalogue;
+pub mod ids;
+pub mod money;
+pub mod msisdn;
+pub mod pricing;
+pub mod status;
+
+pub use catalogue::{CatalogueRule, Product, ProductQuote};
+pub use ids::{new_topup_id, valid_topup_id};
+pub use money::{Currency, Money, MoneyError};
+pub use msisdn::{Msisdn, MsisdnError};
+pub use pricing::{Price, PricingError, price_topup};
+pub use status::TopupStatus;
