@@ -1,0 +1,130 @@
+//! The only place SQL lives.
+//!
+//! [`Store`] is everything the gateway asks of its database, as whole business
+//! operations: each money change is one method, and each method is one DB
+//! transaction that writes the balance and its ledger entry together. No method
+//! ever waits on the network while it holds a transaction.
+//!
+//! Two engines implement it from one body of SQL ([`sql`]): [`PgStore`]
+//! (PostgreSQL, for replicas) and [`SqliteStore`] (embedded, zero setup). The
+//! SQL both understand is shared; the few differences (row locks, `BEGIN
+//! IMMEDIATE`) are parameters. Amounts are `BIGINT` minor units and times are
+//! `BIGINT` milliseconds on both engines, so nothing is lost in translation.
+
+mod model;
+mod pg;
+mod sql;
+mod sqlite;
+pub mod testing;
+
+pub use model::*;
+pub use pg::PgStore;
+pub use sqlite::SqliteStore;
+
+use async_trait::async_trait;
+use std::sync::Arc;
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("insufficient funds")]
+    InsufficientFunds,
+    #[error("rolling 24 h limit exceeded")]
+    DailyLimitExceeded,
+    #[error("customer is inactive")]
+    CustomerInactive,
+    #[error("already exists: {0}")]
+    AlreadyExists(String),
+    #[error("refused by a database rule: {0}")]
+    Constraint(String),
+    #[error("the top-up is not in a state that allows this: {0}")]
+    WrongState(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration error: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl StoreError {
+    /// The database could not be reached or had no free connection: the
+    /// request may be retried (with the same reference).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_))
+        )
+    }
+}
+
+/// Everything the gateway asks of its database. See the crate docs.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `"postgres"` or `"sqlite"`.
+    fn engine(&self) -> &'static str;
+    async fn migrate(&self) -> Result<()>;
+    async fn ping(&self) -> Result<()>;
+
+    // Customers and money adjustments.
+    async fn create_customer(&self, new: &NewCustomer, actor: &str) -> Result<Customer>;
+    async fn get_customer(&self, id: &str) -> Result<Option<Customer>>;
+    async fn list_customers(&self) -> Result<Vec<Customer>>;
+    async fn update_customer(&self, id: &str, patch: &CustomerPatch, actor: &str) -> Result<Customer>;
+    /// Operator credit (positive) or debit (negative), with its ledger entry.
+    async fn adjust_balance(&self, adj: &Adjustment) -> Result<LedgerEntry>;
+    async fn ledger(&self, customer_id: &str, limit: i64) -> Result<Vec<LedgerEntry>>;
+
+    // API keys.
+    async fn insert_api_key(&self, key: &NewApiKey, actor: &str) -> Result<()>;
+    async fn find_api_key(&self, prefix: &str) -> Result<Option<ApiKey>>;
+    async fn list_api_keys(&self, customer_id: &str) -> Result<Vec<ApiKey>>;
+    async fn revoke_api_key(&self, key_id: &str, actor: &str) -> Result<ApiKey>;
+
+    // Top-ups.
+    /// The accept transaction: idempotency + row + hold + balance, or the
+    /// existing top-up for this `(customer, reference)`.
+    async fn accept_topup(&self, new: &NewTopup) -> Result<Accepted>;
+    async fn get_topup(&self, id: &str) -> Result<Option<Topup>>;
+    async fn find_topup_by_reference(&self, customer_id: &str, reference: &str) -> Result<Option<Topup>>;
+    async fn list_topups(&self, filter: &TopupFilter) -> Result<Vec<Topup>>;
+    async fn exchanges(&self, topup_id: &str) -> Result<Vec<Exchange>>;
+    async fn events(&self, topup_id: &str) -> Result<Vec<TopupEvent>>;
+
+    // The queue.
+    /// PENDING → PROCESSING for up to `limit` due rows, leased to `owner`.
+    async fn claim_pending(&self, owner: &str, lease_ms: i64, limit: i64) -> Result<Vec<Topup>>;
+    /// Records one upstream attempt and applies its outcome, guarded by the
+    /// lease (or by UNKNOWN, when a rescuer got there first).
+    async fn finish_attempt(&self, finish: &Finish) -> Result<Option<Topup>>;
+    /// PROCESSING rows whose lease expired become UNKNOWN (never resent).
+    async fn rescue_expired(&self, check_deadline_ms: i64) -> Result<Vec<String>>;
+    /// UNKNOWN rows due for a status query; pushes their next check by `hold_ms`.
+    async fn claim_status_checks(&self, hold_ms: i64, limit: i64) -> Result<Vec<Topup>>;
+    /// Records a status query that settled nothing and schedules the next one.
+    async fn record_check(&self, topup_id: &str, exchange: &NewExchange, next_check_at: i64) -> Result<()>;
+    /// UNKNOWN → SUCCESS | FAILED, by status query or operator.
+    async fn resolve_unknown(&self, resolution: &Resolution) -> Result<Topup>;
+    async fn list_unknown(&self) -> Result<Vec<Topup>>;
+    async fn queue_counts(&self) -> Result<QueueCounts>;
+
+    /// Every ledger invariant, checked in the database.
+    async fn audit(&self) -> Result<AuditReport>;
+}
+
+/// Opens the store named by `database_url` (`postgres://…`, `sqlite://…` or a
+/// plain file path) without migrating it.
+pub async fn connect(database_url: &str) -> Result<Arc<dyn Store>> {
+    if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
+        Ok(Arc::new(PgStore::connect(database_url).await?))
+    } else {
+        let path = database_url.strip_prefix("sqlite://").unwrap_or(database_url);
+        Ok(Arc::new(SqliteStore::open(std::path::Path::new(path)).await?))
+    }
+}
+
+/// Milliseconds since the Unix epoch: the one clock every row uses.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}

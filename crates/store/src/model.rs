@@ -1,0 +1,323 @@
+//! Rows and commands of the store, typed with the domain's newtypes.
+
+use recarga_domain::{CatalogueRule, Currency, Money, TopupStatus};
+use serde::Serialize;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct Customer {
+    pub id: String,
+    pub name: String,
+    #[sqlx(try_from = "String")]
+    pub currency: Currency,
+    pub fx_rate_micro: Option<i64>,
+    #[sqlx(try_from = "i64")]
+    pub balance: Money,
+    #[sqlx(try_from = "i64")]
+    pub credit_limit: Money,
+    pub discount_bps: i64,
+    #[sqlx(try_from = "i64")]
+    pub min_topup: Money,
+    #[sqlx(try_from = "i64")]
+    pub max_topup: Money,
+    pub daily_limit: Option<i64>,
+    #[sqlx(try_from = "String")]
+    pub catalogue: CatalogueRule,
+    pub active: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewCustomer {
+    pub id: String,
+    pub name: String,
+    pub currency: Currency,
+    pub fx_rate_micro: Option<i64>,
+    pub initial_credit: Money,
+    pub credit_limit: Money,
+    pub discount_bps: i64,
+    pub min_topup: Money,
+    pub max_topup: Money,
+    pub daily_limit: Option<Money>,
+    pub catalogue: CatalogueRule,
+}
+
+impl NewCustomer {
+    /// A customer with the house defaults: MXN, no credit, 10–2000 MXN per top-up.
+    pub fn new(id: impl Into<String>, name: impl Into<String>) -> Self {
+        NewCustomer {
+            id: id.into(),
+            name: name.into(),
+            currency: Currency::Mxn,
+            fx_rate_micro: None,
+            initial_credit: Money::ZERO,
+            credit_limit: Money::ZERO,
+            discount_bps: 0,
+            min_topup: Money::major(10),
+            max_topup: Money::major(2000),
+            daily_limit: None,
+            catalogue: CatalogueRule::OpenRange,
+        }
+    }
+}
+
+/// Settings an operator may change; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CustomerPatch {
+    pub name: Option<String>,
+    pub credit_limit: Option<Money>,
+    pub discount_bps: Option<i64>,
+    pub min_topup: Option<Money>,
+    pub max_topup: Option<Money>,
+    /// `Some(None)` removes the limit.
+    pub daily_limit: Option<Option<Money>>,
+    pub catalogue: Option<CatalogueRule>,
+    pub active: Option<bool>,
+    pub fx_rate_micro: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Adjustment {
+    pub customer_id: String,
+    /// Positive credits, negative debits.
+    pub amount: Money,
+    pub actor: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct LedgerEntry {
+    pub id: i64,
+    pub customer_id: String,
+    pub topup_id: Option<String>,
+    pub kind: String,
+    #[sqlx(try_from = "i64")]
+    pub amount: Money,
+    #[sqlx(try_from = "i64")]
+    pub balance_after: Money,
+    pub actor: String,
+    pub reason: Option<String>,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewApiKey {
+    pub id: String,
+    pub customer_id: String,
+    pub prefix: String,
+    pub digest: String,
+    pub label: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct ApiKey {
+    pub id: String,
+    pub customer_id: String,
+    pub prefix: String,
+    #[serde(skip)]
+    pub digest: String,
+    pub label: Option<String>,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+/// What the accept transaction writes; priced and validated by the caller.
+#[derive(Debug, Clone)]
+pub struct NewTopup {
+    pub id: String,
+    pub customer_id: String,
+    pub reference: String,
+    pub request_hash: String,
+    pub phone: String,
+    pub face_value: Money,
+    pub product_id: String,
+    pub amount_sent: Money,
+    pub vat: Money,
+    pub delivered: Money,
+    pub discount_bps: i64,
+    pub currency: Currency,
+    pub fx_rate_micro: Option<i64>,
+    pub held: Money,
+    /// Set for a sync request: a duplicate before this instant answers 409.
+    pub sync_wait_until: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Accepted {
+    /// Newly written, with the balance after the hold.
+    New(Topup),
+    /// The `(customer, reference)` pair existed already.
+    Existing(Topup),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct Topup {
+    pub id: String,
+    pub customer_id: String,
+    pub reference: String,
+    #[serde(skip)]
+    pub request_hash: String,
+    pub phone: String,
+    #[sqlx(try_from = "i64")]
+    pub face_value: Money,
+    pub product_id: String,
+    #[sqlx(try_from = "i64")]
+    pub amount_sent: Money,
+    #[sqlx(try_from = "i64")]
+    pub vat: Money,
+    #[sqlx(try_from = "i64")]
+    pub delivered: Money,
+    pub discount_bps: i64,
+    #[sqlx(try_from = "String")]
+    pub currency: Currency,
+    pub fx_rate_micro: Option<i64>,
+    #[sqlx(try_from = "i64")]
+    pub held: Money,
+    #[sqlx(try_from = "String")]
+    pub status: TopupStatus,
+    pub attempts: i64,
+    pub checks: i64,
+    pub lease_owner: Option<String>,
+    pub lease_until: Option<i64>,
+    pub next_attempt_at: i64,
+    pub next_check_at: Option<i64>,
+    pub check_deadline: Option<i64>,
+    pub sync_wait_until: Option<i64>,
+    pub upstream_trans_id: Option<String>,
+    pub upstream_ven_transid: Option<String>,
+    pub failure_code: Option<String>,
+    pub failure_message: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub completed_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TopupFilter {
+    pub customer_id: Option<String>,
+    pub status: Option<TopupStatus>,
+    pub phone: Option<String>,
+    pub reference: Option<String>,
+    /// Keyset cursor: only ids strictly older than this one.
+    pub before_id: Option<String>,
+    pub limit: i64,
+}
+
+/// One request/response with the upstream, kept for disputes.
+#[derive(Debug, Clone, Default)]
+pub struct NewExchange {
+    /// `"topup"` or `"status"`.
+    pub kind: &'static str,
+    pub provider: String,
+    pub request: Option<String>,
+    pub response: Option<String>,
+    pub http_status: Option<i64>,
+    /// `"success"`, `"failed"`, `"unknown"`, `"not_sent"`.
+    pub outcome: &'static str,
+    pub detail: Option<String>,
+    pub trans_id: Option<String>,
+    pub ven_transid: Option<String>,
+    pub started_at: i64,
+    pub ended_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct Exchange {
+    pub id: i64,
+    pub topup_id: String,
+    pub kind: String,
+    pub provider: String,
+    pub request: Option<String>,
+    pub response: Option<String>,
+    pub http_status: Option<i64>,
+    pub outcome: String,
+    pub detail: Option<String>,
+    pub trans_id: Option<String>,
+    pub ven_transid: Option<String>,
+    pub started_at: i64,
+    pub ended_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct TopupEvent {
+    pub id: i64,
+    pub topup_id: String,
+    pub from_status: Option<String>,
+    pub to_status: String,
+    pub actor: String,
+    pub reason: Option<String>,
+    pub created_at: i64,
+}
+
+/// What one upstream attempt decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    Success {
+        trans_id: Option<String>,
+        ven_transid: Option<String>,
+    },
+    /// A definite failure: the hold is released.
+    Failed { code: String, message: String },
+    /// Provably never sent: back to PENDING at `next_attempt_at`.
+    Retry { next_attempt_at: i64, reason: String },
+    /// No definite answer: kept, checked by status query from `next_check_at`
+    /// until `check_deadline`.
+    Unknown {
+        reason: String,
+        trans_id: Option<String>,
+        next_check_at: i64,
+        check_deadline: i64,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Finish {
+    pub topup_id: String,
+    pub lease_owner: String,
+    pub outcome: AttemptOutcome,
+    pub exchange: NewExchange,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinalOutcome {
+    Success,
+    Failed,
+}
+
+#[derive(Debug, Clone)]
+pub struct Resolution {
+    pub topup_id: String,
+    pub outcome: FinalOutcome,
+    pub actor: String,
+    pub reason: String,
+    pub trans_id: Option<String>,
+    pub ven_transid: Option<String>,
+    /// The status query that decided it, when one did.
+    pub exchange: Option<NewExchange>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct QueueCounts {
+    pub pending: i64,
+    pub processing: i64,
+    pub success: i64,
+    pub failed: i64,
+    pub unknown: i64,
+    /// Age in ms of the oldest PENDING row, if any.
+    pub oldest_pending_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AuditReport {
+    pub customers: i64,
+    pub topups: i64,
+    pub ledger_entries: i64,
+    pub violations: Vec<String>,
+}
+
+impl AuditReport {
+    pub fn is_clean(&self) -> bool {
+        self.violations.is_empty()
+    }
+}

@@ -1,0 +1,76 @@
+//! SQLite: the zero-setup embedded engine.
+//!
+//! SQLite allows one writer at a time, so writes go through a pool of exactly
+//! one connection (writers queue in the pool instead of spinning on
+//! `SQLITE_BUSY`) and every write transaction starts with `BEGIN IMMEDIATE`
+//! (so a read-then-write transaction never fails to upgrade its lock, even
+//! when another process, such as the operator CLI, writes too). Reads use a
+//! separate pool and see the last commit through WAL.
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, Transaction};
+use std::path::Path;
+use std::time::Duration;
+
+/// Read connections; SQLite readers do not block each other under WAL.
+pub const SQLITE_READERS_MAX: u32 = 8;
+/// How long a statement waits for another process's write lock.
+pub const SQLITE_BUSY_TIMEOUT_S: u64 = 30;
+/// How long a request may wait for the single writer connection.
+pub const SQLITE_ACQUIRE_TIMEOUT_S: u64 = 30;
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    readers: SqlitePool,
+}
+
+impl SqliteStore {
+    pub(crate) const MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+    /// Opens (creating if needed) the database file at `path`.
+    pub async fn open(path: &Path) -> crate::Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| crate::StoreError::Database(sqlx::Error::Io(e)))?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(SQLITE_BUSY_TIMEOUT_S));
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(SQLITE_ACQUIRE_TIMEOUT_S))
+            .connect_with(options.clone())
+            .await?;
+        let readers = SqlitePoolOptions::new()
+            .max_connections(SQLITE_READERS_MAX)
+            .acquire_timeout(Duration::from_secs(SQLITE_ACQUIRE_TIMEOUT_S))
+            .connect_with(options.read_only(false))
+            .await?;
+        Ok(SqliteStore { writer, readers })
+    }
+
+    fn read(&self) -> &SqlitePool {
+        &self.readers
+    }
+
+    fn write_pool(&self) -> &SqlitePool {
+        &self.writer
+    }
+
+    async fn begin(&self) -> crate::Result<Transaction<'static, Sqlite>> {
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+crate::sql::impl_store!(
+    SqliteStore,
+    Sqlite,
+    sqlx::SqliteConnection,
+    engine = "sqlite",
+    for_update = "",
+    skip_locked = ""
+);
