@@ -1,0 +1,100 @@
+//! Upstream providers: who actually sells the top-up.
+//!
+//! [`Provider`] is what the worker calls. Its answers are already classified
+//! for safety ([`Outcome`]): a definite success, a definite failure, a request
+//! that provably never left (safe to retry), or **unknown** — anything else,
+//! which the gateway must never resend nor refund by itself. Every call also
+//! returns an [`ExchangeLog`] (request, response, status, timings, upstream ids)
+//! so disputes can be settled from our own records.
+//!
+//! [`sandbox::Sandbox`] is the in-process provider of the zero-setup run and of
+//! the tests: deterministic by the phone's last three digits.
+
+pub mod sandbox;
+
+use async_trait::async_trait;
+use recarga_domain::{Money, Msisdn};
+
+/// What the worker asks a provider to deliver.
+#[derive(Debug, Clone)]
+pub struct TopupRequest {
+    /// Our id, sent upstream as `dist_transid`.
+    pub topup_id: String,
+    pub phone: Msisdn,
+    pub product_id: String,
+    /// The amount field sent upstream (MXN).
+    pub amount_sent: Money,
+}
+
+/// A provider's answer to one top-up call, classified for safety.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The provider confirmed the delivery.
+    Success {
+        trans_id: Option<String>,
+        ven_transid: Option<String>,
+    },
+    /// The provider definitely did not deliver (it said so).
+    Failed { code: String, message: String },
+    /// The request provably never reached the provider: resending is safe.
+    NotSent { reason: String },
+    /// No definite answer: it may or may not have been delivered.
+    Unknown { reason: String, trans_id: Option<String> },
+}
+
+/// A provider's answer to a status query about an earlier top-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatusAnswer {
+    Delivered {
+        trans_id: Option<String>,
+        ven_transid: Option<String>,
+    },
+    NotDelivered {
+        code: String,
+        message: String,
+    },
+    /// Not found, unrecognised or unreachable: nothing is decided.
+    StillUnknown {
+        reason: String,
+    },
+}
+
+/// The record of one request/response, kept for disputes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExchangeLog {
+    pub request: Option<String>,
+    pub response: Option<String>,
+    pub http_status: Option<i64>,
+    pub trans_id: Option<String>,
+    pub ven_transid: Option<String>,
+    pub started_at_ms: i64,
+    pub ended_at_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub outcome: Outcome,
+    pub exchange: ExchangeLog,
+}
+
+#[derive(Debug, Clone)]
+pub struct StatusCheck {
+    pub answer: StatusAnswer,
+    pub exchange: ExchangeLog,
+}
+
+#[async_trait]
+pub trait Provider: Send + Sync + 'static {
+    /// A short name stored with every exchange (`"sandbox"`, `"latcom"`).
+    fn name(&self) -> &'static str;
+    /// Whether this provider moves real money (the sandbox never does).
+    fn is_live(&self) -> bool;
+    /// One top-up call. Must not retry internally.
+    async fn topup(&self, req: &TopupRequest) -> Attempt;
+    /// Asks what became of an earlier top-up.
+    async fn status(&self, topup_id: &str, trans_id: Option<&str>) -> StatusCheck;
+}
+
+pub(crate) fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
