@@ -1,0 +1,222 @@
+//! Configuration: one typed struct per concern, read from flags and the
+//! environment by clap, validated once at start-up.
+//!
+//! `recarga --help` and `recarga serve --help` list every setting with its
+//! environment variable. The seed names of the old system stay valid
+//! (`DATABASE_URL`, `ADMIN_KEY`, `PORT`, `QUEUE_CONCURRENCY`).
+
+use clap::{Args, ValueEnum};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where the data lives. Shared by every subcommand, so the operator CLI
+/// always talks to the same database as `serve`.
+#[derive(Debug, Clone, Args)]
+pub struct DbConfig {
+    /// PostgreSQL URL (`postgres://…`). Unset: embedded SQLite under --data-dir.
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Directory of the embedded SQLite database.
+    #[arg(long, env = "RECARGA_DATA_DIR", default_value = "./data", global = true)]
+    pub data_dir: PathBuf,
+}
+
+impl DbConfig {
+    /// The URL the store opens.
+    pub fn url(&self) -> String {
+        match &self.database_url {
+            Some(url) if !url.is_empty() => url.clone(),
+            _ => format!("sqlite://{}", self.data_dir.join("recarga.db").display()),
+        }
+    }
+
+    pub fn is_embedded(&self) -> bool {
+        !self.url().starts_with("postgres")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RunEnv {
+    Development,
+    Production,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum UpstreamKind {
+    /// The in-process sandbox: never moves real money.
+    Sandbox,
+}
+
+/// Settings of the long-running processes (`serve`, `worker`).
+#[derive(Debug, Clone, Args)]
+pub struct RuntimeConfig {
+    /// `production` refuses the sandbox upstream and an unset ADMIN_KEY.
+    #[arg(long, env = "RECARGA_ENV", value_enum, default_value = "development")]
+    pub env: RunEnv,
+
+    /// HTTP port.
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    pub port: u16,
+
+    /// Address to listen on.
+    #[arg(long, env = "RECARGA_BIND", default_value = "0.0.0.0")]
+    pub bind: String,
+
+    /// Operator secret for scripts and break-glass access (at least 16 characters).
+    #[arg(long, env = "ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+
+    /// Upstream calls in flight at once in this process.
+    #[arg(long, env = "QUEUE_CONCURRENCY", default_value_t = 64)]
+    pub queue_concurrency: usize,
+
+    /// How long a claimed top-up stays leased to its worker (s). Must exceed
+    /// the upstream timeout: an expired lease makes the top-up UNKNOWN.
+    #[arg(long, env = "RECARGA_LEASE_S", default_value_t = 120)]
+    pub lease_s: u64,
+
+    /// Which upstream sells the top-ups.
+    #[arg(long, env = "RECARGA_UPSTREAM", value_enum, default_value = "sandbox")]
+    pub upstream: UpstreamKind,
+
+    /// Total time allowed for one upstream top-up call (s).
+    #[arg(long, env = "RECARGA_UPSTREAM_TIMEOUT_S", default_value_t = 40)]
+    pub upstream_timeout_s: u64,
+
+    /// Sandbox latency range in ms, `MIN-MAX`.
+    #[arg(long, env = "RECARGA_SANDBOX_LATENCY_MS", default_value = "2000-7000", value_parser = parse_range)]
+    pub sandbox_latency_ms: (u64, u64),
+
+    /// Delay of the sandbox's slow-success script (phone ending 995), in ms.
+    #[arg(long, env = "RECARGA_SANDBOX_SLOW_MS", default_value_t = 20_000)]
+    pub sandbox_slow_ms: u64,
+
+    /// How long the compatibility sync route waits for a final state (s).
+    #[arg(long, env = "RECARGA_SYNC_WAIT_S", default_value_t = 25)]
+    pub sync_wait_s: u64,
+
+    /// First delay between status queries of an UNKNOWN top-up (s); doubles each time.
+    #[arg(long, env = "RECARGA_STATUS_CHECK_BASE_S", default_value_t = 5)]
+    pub status_check_base_s: u64,
+
+    /// Longest delay between status queries (s).
+    #[arg(long, env = "RECARGA_STATUS_CHECK_MAX_S", default_value_t = 300)]
+    pub status_check_max_s: u64,
+
+    /// After this long (s) an UNKNOWN top-up is no longer queried: it waits for
+    /// reconciliation or an operator (`recarga topup unresolved`).
+    #[arg(long, env = "RECARGA_UNKNOWN_DEADLINE_S", default_value_t = 86_400)]
+    pub unknown_deadline_s: u64,
+
+    /// Create a demo customer on first start (sandbox only).
+    #[arg(long, env = "RECARGA_DEMO", default_value_t = true, action = clap::ArgAction::Set)]
+    pub demo: bool,
+}
+
+fn parse_range(text: &str) -> Result<(u64, u64), String> {
+    let (a, b) = text.split_once('-').unwrap_or((text, text));
+    let lo: u64 = a.trim().parse().map_err(|_| format!("{text:?} is not MIN-MAX in ms"))?;
+    let hi: u64 = b.trim().parse().map_err(|_| format!("{text:?} is not MIN-MAX in ms"))?;
+    if hi < lo {
+        return Err(format!("{text:?}: MAX is below MIN"));
+    }
+    Ok((lo, hi))
+}
+
+/// The longest `Prefer: wait=N` honoured, in seconds.
+pub const MAX_PREFER_WAIT_S: u64 = 30;
+/// Attempts for a top-up whose request provably never left, before it fails.
+pub const NOT_SENT_ATTEMPTS_MAX: i64 = 5;
+/// First retry delay for such a top-up (ms); doubles per attempt.
+pub const NOT_SENT_RETRY_BASE_MS: i64 = 2_000;
+
+impl RuntimeConfig {
+    /// Start-up checks. Errors are sentences an operator can act on.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(key) = &self.admin_key
+            && key.len() < 16
+        {
+            return Err("ADMIN_KEY must be at least 16 characters".into());
+        }
+        if self.env == RunEnv::Production {
+            if self.admin_key.is_none() {
+                return Err("RECARGA_ENV=production needs ADMIN_KEY to be set".into());
+            }
+            if self.upstream == UpstreamKind::Sandbox {
+                return Err("RECARGA_ENV=production refuses the sandbox upstream: \
+                            configure a live upstream (live money never goes to a sandbox)"
+                    .into());
+            }
+        }
+        if self.queue_concurrency == 0 {
+            return Err("QUEUE_CONCURRENCY must be at least 1".into());
+        }
+        if self.lease_s <= self.upstream_timeout_s {
+            return Err(format!(
+                "RECARGA_LEASE_S ({}) must exceed RECARGA_UPSTREAM_TIMEOUT_S ({}), or in-flight calls would be rescued",
+                self.lease_s, self.upstream_timeout_s
+            ));
+        }
+        if self.sync_wait_s > MAX_PREFER_WAIT_S {
+            return Err(format!("RECARGA_SYNC_WAIT_S must be at most {MAX_PREFER_WAIT_S}"));
+        }
+        if self.status_check_base_s == 0 || self.status_check_max_s < self.status_check_base_s {
+            return Err("status check delays must be positive and MAX ≥ BASE".into());
+        }
+        Ok(())
+    }
+
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.lease_s)
+    }
+
+    pub fn upstream_timeout(&self) -> Duration {
+        Duration::from_secs(self.upstream_timeout_s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Probe {
+        #[command(flatten)]
+        rt: RuntimeConfig,
+    }
+
+    fn parse(args: &[&str]) -> RuntimeConfig {
+        let mut all = vec!["probe"];
+        all.extend_from_slice(args);
+        Probe::try_parse_from(all).expect("parse").rt
+    }
+
+    #[test]
+    fn defaults_are_valid_for_development() {
+        let rt = parse(&[]);
+        assert_eq!(rt.port, 8080);
+        assert_eq!(rt.queue_concurrency, 64);
+        assert_eq!(rt.sandbox_latency_ms, (2000, 7000));
+        assert!(rt.validate().is_ok());
+    }
+
+    #[test]
+    fn production_refuses_sandbox_and_missing_admin_key() {
+        let no_key = parse(&["--env", "production"]);
+        assert!(no_key.validate().unwrap_err().contains("ADMIN_KEY"));
+        let sandbox = parse(&["--env", "production", "--admin-key", "0123456789abcdef"]);
+        assert!(sandbox.validate().unwrap_err().contains("sandbox"));
+    }
+
+    #[test]
+    fn lease_must_outlive_the_upstream_call() {
+        assert!(
+            parse(&["--lease-s", "10", "--upstream-timeout-s", "40"])
+                .validate()
+                .is_err()
+        );
+        assert!(parse(&["--admin-key", "short"]).validate().is_err());
+    }
+}

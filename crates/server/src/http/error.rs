@@ -1,0 +1,177 @@
+//! The one error shape of the HTTP API, and the catalogue of its codes.
+//!
+//! Every error body is `{"code", "message", "request_id", "details"?}`.
+//! `code` is stable and machine-matchable; the catalogue below is the only
+//! place codes are defined. Internal causes are logged, never returned.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+
+/// `(code, HTTP status, meaning)` for every error the API can return.
+pub const CATALOGUE: &[(&str, u16, &str)] = &[
+    ("invalid_json", 400, "The body is not valid JSON."),
+    (
+        "missing_api_key",
+        401,
+        "No API key was presented (Authorization: Bearer or x-api-key).",
+    ),
+    (
+        "invalid_api_key",
+        401,
+        "The API key is unknown, revoked, or belongs to another customer id.",
+    ),
+    (
+        "insufficient_funds",
+        402,
+        "The balance (plus credit limit) does not cover the price.",
+    ),
+    ("customer_inactive", 403, "The customer account is deactivated."),
+    ("not_found", 404, "No such resource for this customer."),
+    ("method_not_allowed", 405, "The route exists but not with this method."),
+    (
+        "request_in_flight",
+        409,
+        "A synchronous request with this reference is still waiting for its outcome.",
+    ),
+    ("payload_too_large", 413, "The body exceeds 16 KiB."),
+    (
+        "unsupported_media_type",
+        415,
+        "The body must be sent as application/json.",
+    ),
+    ("missing_field", 422, "A required field is absent."),
+    ("unknown_field", 422, "The body has a field this route does not accept."),
+    ("invalid_field", 422, "A field has the wrong JSON type."),
+    (
+        "invalid_phone",
+        422,
+        "phone is not a 10-digit Mexican number (optionally +52 / 52).",
+    ),
+    (
+        "invalid_amount",
+        422,
+        "amount is not a positive decimal with at most 2 places.",
+    ),
+    (
+        "invalid_reference",
+        422,
+        "reference must be 1-100 printable ASCII characters.",
+    ),
+    ("invalid_query", 422, "A query parameter is unknown or malformed."),
+    (
+        "amount_below_minimum",
+        422,
+        "amount is below this customer's per-top-up minimum.",
+    ),
+    (
+        "amount_above_maximum",
+        422,
+        "amount is above this customer's per-top-up maximum.",
+    ),
+    (
+        "amount_not_available",
+        422,
+        "No product this customer may buy delivers exactly this amount.",
+    ),
+    (
+        "daily_limit_exceeded",
+        422,
+        "The rolling 24 h limit of this customer would be exceeded.",
+    ),
+    (
+        "reference_reused",
+        422,
+        "This reference was already used with a different body.",
+    ),
+    (
+        "internal_error",
+        500,
+        "Something failed on our side; the request id helps us find it.",
+    ),
+    (
+        "unavailable",
+        503,
+        "A dependency (the database) is unavailable; retry with the same reference.",
+    ),
+];
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub details: Option<Value>,
+}
+
+impl ApiError {
+    /// An error from the catalogue; panics in debug builds on an unknown code.
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        let status = CATALOGUE
+            .iter()
+            .find(|(c, _, _)| *c == code)
+            .and_then(|(_, s, _)| StatusCode::from_u16(*s).ok());
+        debug_assert!(status.is_some(), "error code {code} is not in the catalogue");
+        ApiError {
+            status: status.unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            code,
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+
+    pub fn not_found() -> Self {
+        ApiError::new("not_found", "no such resource")
+    }
+
+    /// Logs the cause and returns a generic 500.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(cause = %cause, "internal error");
+        ApiError::new("internal_error", "internal error")
+    }
+
+    pub fn body(&self, request_id: Option<&str>) -> Value {
+        let mut body = serde_json::json!({
+            "code": self.code,
+            "message": self.message,
+            "request_id": request_id,
+        });
+        if let Some(d) = &self.details {
+            body["details"] = d.clone();
+        }
+        body
+    }
+}
+
+impl From<recarga_store::StoreError> for ApiError {
+    fn from(err: recarga_store::StoreError) -> Self {
+        use recarga_store::StoreError as E;
+        match err {
+            E::NotFound => ApiError::not_found(),
+            E::InsufficientFunds => ApiError::new("insufficient_funds", "insufficient funds"),
+            E::DailyLimitExceeded => ApiError::new("daily_limit_exceeded", "rolling 24 h limit exceeded"),
+            E::CustomerInactive => ApiError::new("customer_inactive", "the customer account is inactive"),
+            e if e.is_unavailable() => {
+                tracing::error!(error = %e, "database unavailable");
+                ApiError::new("unavailable", "temporarily unavailable, retry with the same reference")
+            }
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        // The request id is added by `render_errors`, which finds this error
+        // in the response extensions.
+        let mut response = (self.status, Json(self.body(None))).into_response();
+        response.extensions_mut().insert(self);
+        response
+    }
+}

@@ -1,0 +1,143 @@
+//! Request extractors that answer in the API's own error shape.
+//!
+//! - [`JsonBody`]: checks the media type and size, parses with serde, and
+//!   classifies every failure (`invalid_json`, `missing_field`, …).
+//! - [`Caller`]: the authenticated customer, from `Authorization: Bearer` or
+//!   `x-api-key` (+ optional `x-customer-id`, which must then match).
+//! - [`PreferWait`]: `Prefer: wait=N`, capped at 30 s.
+
+use super::error::ApiError;
+use crate::app::App;
+use crate::keys;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::request::Parts;
+use recarga_store::Customer;
+use serde::de::DeserializeOwned;
+use std::time::Duration;
+
+/// Largest accepted request body.
+pub const BODY_LIMIT_BYTES: usize = 16 * 1024;
+
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let json_type = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|m| {
+                let m = m.trim();
+                m.eq_ignore_ascii_case("application/json") || m.to_ascii_lowercase().ends_with("+json")
+            });
+        if !json_type {
+            return Err(ApiError::new(
+                "unsupported_media_type",
+                "send the body with Content-Type: application/json",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    "payload_too_large",
+                    format!("the body exceeds {BODY_LIMIT_BYTES} bytes"),
+                )
+            } else {
+                ApiError::new("invalid_json", "the body could not be read")
+            }
+        })?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// Parses and classifies a JSON body.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        use serde_json::error::Category;
+        let text = e.to_string();
+        let message = text.split(" at line ").next().unwrap_or(&text).to_string();
+        match e.classify() {
+            Category::Syntax | Category::Eof | Category::Io => ApiError::new("invalid_json", message),
+            Category::Data if text.starts_with("missing field") => ApiError::new("missing_field", message),
+            Category::Data if text.starts_with("unknown field") => ApiError::new("unknown_field", message),
+            Category::Data => ApiError::new("invalid_field", message),
+        }
+    })
+}
+
+/// The authenticated customer of a request.
+pub struct Caller {
+    pub customer: Customer,
+    pub key_prefix: String,
+}
+
+fn header<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
+    parts
+        .headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
+impl FromRequestParts<App> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
+        let presented = header(parts, "authorization")
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim)
+            .or_else(|| header(parts, "x-api-key"))
+            .ok_or_else(|| {
+                ApiError::new(
+                    "missing_api_key",
+                    "present an API key as Authorization: Bearer or x-api-key",
+                )
+            })?;
+        let invalid = || ApiError::new("invalid_api_key", "the API key is not valid");
+        let prefix = keys::prefix_of(presented).ok_or_else(invalid)?;
+        let stored = app.store.find_api_key(prefix).await?.ok_or_else(invalid)?;
+        if !keys::verify(presented, &stored) {
+            return Err(invalid());
+        }
+        if let Some(claimed) = header(parts, "x-customer-id")
+            && claimed != stored.customer_id
+        {
+            return Err(invalid());
+        }
+        let customer = app.store.get_customer(&stored.customer_id).await?.ok_or_else(invalid)?;
+        if !customer.active {
+            return Err(ApiError::new("customer_inactive", "the customer account is inactive"));
+        }
+        Ok(Caller {
+            customer,
+            key_prefix: stored.prefix,
+        })
+    }
+}
+
+/// `Prefer: wait=N`: how long the client will wait for a final state.
+pub struct PreferWait(pub Option<Duration>);
+
+impl<S: Send + Sync> FromRequestParts<S> for PreferWait {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let wait = parts
+            .headers
+            .get_all("prefer")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|pref| pref.trim().strip_prefix("wait="))
+            .filter_map(|n| n.trim().parse::<u64>().ok())
+            .next()
+            .map(|s| Duration::from_secs(s.min(crate::config::MAX_PREFER_WAIT_S)));
+        Ok(PreferWait(wait))
+    }
+}

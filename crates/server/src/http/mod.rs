@@ -1,0 +1,97 @@
+//! The HTTP surface: `/v1` (canonical), the compatibility routes, `/health`,
+//! and the middleware every route shares (request id, error rendering, body
+//! limit, panic catching, tracing).
+
+pub mod compat;
+pub mod error;
+pub mod extract;
+pub mod v1;
+pub mod views;
+
+use crate::app::App;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderName, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use error::ApiError;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+pub fn router(app: App) -> Router {
+    Router::new()
+        .merge(v1::routes())
+        .merge(compat::routes())
+        .route("/health", get(health))
+        .fallback(|| async { ApiError::not_found() })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new("method_not_allowed", "method not allowed on this route")
+        })
+        .layer(DefaultBodyLimit::max(extract::BODY_LIMIT_BYTES))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::internal("handler panicked").into_response()
+        }))
+        .layer(middleware::from_fn(render_errors))
+        .layer(
+            // Method and path only: query strings may hold phone numbers.
+            TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                let id = req
+                    .headers()
+                    .get(REQUEST_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
+            }),
+        )
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .with_state(app)
+}
+
+/// Adds the request id to every error body.
+async fn render_errors(req: Request, next: Next) -> Response {
+    let request_id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let mut response = next.run(req).await;
+    if let Some(err) = response.extensions_mut().remove::<ApiError>() {
+        let status = response.status();
+        let mut rendered = (status, Json(err.body(request_id.as_deref()))).into_response();
+        for (name, value) in response.headers() {
+            if name != axum::http::header::CONTENT_LENGTH && name != axum::http::header::CONTENT_TYPE {
+                rendered.headers_mut().insert(name.clone(), value.clone());
+            }
+        }
+        return rendered;
+    }
+    response
+}
+
+/// Public liveness and readiness: database, upstream, queue. No secrets.
+async fn health(State(app): State<App>) -> Response {
+    let db = app.store.ping().await;
+    let queue = match &db {
+        Ok(()) => app.store.queue_counts().await.ok(),
+        Err(_) => None,
+    };
+    let ok = db.is_ok();
+    let body = serde_json::json!({
+        "status": if ok { "ok" } else { "degraded" },
+        "database": { "engine": app.store.engine(), "ok": ok },
+        "upstream": { "provider": app.provider.name(), "live": app.provider.is_live() },
+        "queue": queue,
+        "version": env!("CARGO_PKG_VERSION"),
+    });
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}

@@ -1,0 +1,166 @@
+//! `recarga`: thin wiring from the command line to the library.
+
+use clap::Parser;
+use recarga_server::app::{self, App, Roles};
+use recarga_server::cli::{self, Cli, Command};
+use recarga_server::config::RuntimeConfig;
+use tokio_util::sync::CancellationToken;
+
+fn main() -> std::process::ExitCode {
+    let _ = dotenvy::dotenv();
+    let cli = Cli::parse();
+    init_logs();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => std::process::ExitCode::from(code as u8),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logs() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("RECARGA_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("RECARGA_LOG_FORMAT").is_ok_and(|v| v == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Serve(rt) => {
+            serve(
+                &cli.db,
+                rt,
+                Roles {
+                    http: true,
+                    workers: true,
+                },
+            )
+            .await
+        }
+        Command::Worker(rt) => {
+            serve(
+                &cli.db,
+                rt,
+                Roles {
+                    http: false,
+                    workers: true,
+                },
+            )
+            .await
+        }
+        other => {
+            let store = app::open_store(&cli.db).await?;
+            let (out, code) = cli::run_operator(store.as_ref(), other).await?;
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(code)
+        }
+    }
+}
+
+async fn serve(db: &recarga_server::config::DbConfig, rt: RuntimeConfig, roles: Roles) -> anyhow::Result<i32> {
+    rt.validate().map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+    let store = app::open_store(db).await?;
+    let demo_key = if roles.http {
+        cli::ensure_demo_customer(store.as_ref(), &rt).await?
+    } else {
+        None
+    };
+    let listener = if roles.http {
+        let addr = format!("{}:{}", rt.bind, rt.port);
+        Some(
+            tokio::net::TcpListener::bind(&addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?,
+        )
+    } else {
+        None
+    };
+    let (app, _sandbox) = App::new(store, rt);
+    if !app.provider.is_live() {
+        print_sandbox_banner(&app, db, listener.as_ref(), demo_key.as_deref());
+    }
+    let shutdown = CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested: draining");
+        signal.cancel();
+    });
+    app::run(app, listener, roles, shutdown).await?;
+    Ok(0)
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+fn print_sandbox_banner(
+    app: &App,
+    db: &recarga_server::config::DbConfig,
+    listener: Option<&tokio::net::TcpListener>,
+    demo_key: Option<&str>,
+) {
+    let port = listener
+        .and_then(|l| l.local_addr().ok())
+        .map(|a| a.port())
+        .unwrap_or(app.config.port);
+    let line = "=".repeat(72);
+    println!("{line}");
+    println!("  SANDBOX MODE: top-ups go to the built-in sandbox; no real money moves.");
+    println!(
+        "  database: {} ({})",
+        app.store.engine(),
+        recarga_server::app::redact_url(&db.url())
+    );
+    if listener.is_some() {
+        println!("  listening on http://127.0.0.1:{port}");
+    }
+    match demo_key {
+        Some(key) => {
+            println!("  demo customer: DEMO_001 with 10,000.00 MXN; API key (shown once):");
+            println!("    {key}");
+            println!("  try:");
+            println!(
+                "    curl -s -X POST http://127.0.0.1:{port}/v1/topups -H 'Authorization: Bearer {key}' \\\n      -H 'Content-Type: application/json' -H 'Prefer: wait=10' \\\n      -d '{{\"phone\":\"5512345678\",\"amount\":\"20\",\"reference\":\"demo-1\"}}'"
+            );
+        }
+        None if listener.is_some() => {
+            println!("  demo customer DEMO_001 exists; issue a new key with: recarga key create --customer DEMO_001");
+        }
+        None => {}
+    }
+    println!("{line}");
+}

@@ -1,0 +1,188 @@
+//! The accept path, shared by `/v1` and the compatibility routes.
+//!
+//! Validation and pricing happen in memory first (a bad request never opens a
+//! transaction); then one store call writes the idempotency record, the
+//! PENDING row, the hold and the balance together. The response never waits
+//! for the upstream unless the client asked to, and then only for a bounded
+//! time, after which it gets 202 with the same transaction (never a false
+//! failure).
+
+use crate::app::App;
+use crate::http::error::ApiError;
+use recarga_domain::{Money, Msisdn, PricingError, price_topup};
+use recarga_store::{Accepted, Customer, NewTopup, Topup, now_ms};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+use std::time::Duration;
+
+/// The request body of every top-up route: `{"phone","amount","reference"}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopupBody {
+    phone: Box<RawValue>,
+    amount: Box<RawValue>,
+    reference: Box<RawValue>,
+}
+
+/// A validated request.
+#[derive(Debug, Clone)]
+pub struct TopupInput {
+    pub phone: Msisdn,
+    pub amount: Money,
+    pub reference: String,
+}
+
+pub const REFERENCE_MAX_CHARS: usize = 100;
+
+impl TopupBody {
+    /// Parses each field exactly: amounts are read from the JSON text, never
+    /// through a float.
+    pub fn validate(&self) -> Result<TopupInput, ApiError> {
+        let phone_text = json_text(&self.phone, true)
+            .ok_or_else(|| ApiError::new("invalid_phone", "phone must be a string of digits"))?;
+        let phone = Msisdn::parse(&phone_text).map_err(|e| ApiError::new("invalid_phone", e.to_string()))?;
+        let amount_text = json_text(&self.amount, true)
+            .ok_or_else(|| ApiError::new("invalid_amount", "amount must be a number or a decimal string"))?;
+        let amount =
+            Money::parse_decimal(amount_text.trim()).map_err(|e| ApiError::new("invalid_amount", e.to_string()))?;
+        if !amount.is_positive() {
+            return Err(ApiError::new("invalid_amount", "amount must be positive"));
+        }
+        let reference = json_text(&self.reference, false)
+            .ok_or_else(|| ApiError::new("invalid_reference", "reference must be a string"))?;
+        let ok_chars = reference.chars().all(|c| c.is_ascii_graphic() || c == ' ');
+        let trimmed = reference.trim();
+        if trimmed.is_empty() || !ok_chars || reference.chars().count() > REFERENCE_MAX_CHARS || trimmed != reference {
+            return Err(ApiError::new(
+                "invalid_reference",
+                format!(
+                    "reference must be 1-{REFERENCE_MAX_CHARS} printable ASCII characters without surrounding spaces"
+                ),
+            ));
+        }
+        Ok(TopupInput {
+            phone,
+            amount,
+            reference,
+        })
+    }
+}
+
+/// A JSON string's content, or (when `numbers` is allowed) a number's literal text.
+fn json_text(raw: &RawValue, numbers: bool) -> Option<String> {
+    let text = raw.get();
+    if text.starts_with('"') {
+        serde_json::from_str::<String>(text).ok()
+    } else if numbers && text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+        Some(text.to_string())
+    } else {
+        None
+    }
+}
+
+/// The outcome of a submit: the transaction, and whether it was a replay.
+pub struct Submitted {
+    pub topup: Topup,
+    pub replayed: bool,
+}
+
+fn request_hash(input: &TopupInput) -> String {
+    let digest = Sha256::digest(format!("{}|{}", input.phone.as_str(), input.amount.minor()).as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Accepts (or replays) a top-up and optionally waits for its final state.
+pub async fn submit(
+    app: &App,
+    customer: &Customer,
+    input: TopupInput,
+    wait: Option<Duration>,
+) -> Result<Submitted, ApiError> {
+    if input.amount < customer.min_topup {
+        return Err(ApiError::new(
+            "amount_below_minimum",
+            format!("the minimum top-up is {} MXN", customer.min_topup),
+        ));
+    }
+    if input.amount > customer.max_topup {
+        return Err(ApiError::new(
+            "amount_above_maximum",
+            format!("the maximum top-up is {} MXN", customer.max_topup),
+        ));
+    }
+    let price = price_topup(
+        input.amount,
+        customer.catalogue,
+        customer.discount_bps,
+        customer.currency,
+        customer.fx_rate_micro,
+    )
+    .map_err(|e| match e {
+        PricingError::AmountNotAvailable => {
+            let products: Vec<_> = customer
+                .catalogue
+                .products()
+                .into_iter()
+                .map(|p| {
+                    serde_json::json!({
+                        "product_id": p.id,
+                        "min": p.min_face_value.to_decimal_string(),
+                        "max": p.max_face_value.to_decimal_string(),
+                    })
+                })
+                .collect();
+            ApiError::new(
+                "amount_not_available",
+                format!("no product delivers exactly {} MXN", input.amount),
+            )
+            .with_details(serde_json::json!({ "allowed": products }))
+        }
+        PricingError::MissingFxRate => ApiError::internal(format!("customer {} has no FX rate", customer.id)),
+    })?;
+    let hash = request_hash(&input);
+    let new = NewTopup {
+        id: recarga_domain::new_topup_id(),
+        customer_id: customer.id.clone(),
+        reference: input.reference.clone(),
+        request_hash: hash.clone(),
+        phone: input.phone.as_str().to_string(),
+        face_value: price.face_value,
+        product_id: price.quote.product_id.clone(),
+        amount_sent: price.quote.amount_sent,
+        vat: price.quote.vat,
+        delivered: price.quote.delivered,
+        discount_bps: price.discount_bps,
+        currency: price.currency,
+        fx_rate_micro: price.fx_rate_micro,
+        held: price.held,
+        sync_wait_until: wait.map(|w| now_ms() + w.as_millis() as i64),
+    };
+    let (topup, replayed) = match app.store.accept_topup(&new).await? {
+        Accepted::New(t) => {
+            tracing::info!(id = %t.id, customer = %customer.id, phone = %input.phone, amount = %input.amount, "top-up accepted");
+            app.hub.work_available();
+            (t, false)
+        }
+        Accepted::Existing(t) if t.request_hash != hash => {
+            return Err(ApiError::new(
+                "reference_reused",
+                "this reference was already used with a different phone or amount",
+            )
+            .with_details(serde_json::json!({ "transaction_id": t.id })));
+        }
+        Accepted::Existing(t) if !t.status.is_final() && t.sync_wait_until.is_some_and(|until| until > now_ms()) => {
+            return Err(ApiError::new(
+                "request_in_flight",
+                "a synchronous request with this reference is still waiting; retry after it answers",
+            )
+            .with_details(serde_json::json!({ "transaction_id": t.id })));
+        }
+        Accepted::Existing(t) => (t, true),
+    };
+    let topup = match wait {
+        Some(w) => app.hub.wait_final(app.store.as_ref(), topup, w).await,
+        None => topup,
+    };
+    Ok(Submitted { topup, replayed })
+}
