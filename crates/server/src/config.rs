@@ -132,6 +132,20 @@ pub const NOT_SENT_ATTEMPTS_MAX: i64 = 5;
 pub const NOT_SENT_RETRY_BASE_MS: i64 = 2_000;
 
 impl RuntimeConfig {
+    /// Parses settings from flag-style arguments (`["--lease-s", "3"]`), with
+    /// the environment as fallback: for tests and embedding.
+    pub fn from_args(args: &[&str]) -> Result<Self, clap::Error> {
+        use clap::{FromArgMatches, Parser};
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            rt: RuntimeConfig,
+        }
+        let matches = <Only as clap::CommandFactory>::command()
+            .try_get_matches_from(std::iter::once("recarga").chain(args.iter().copied()))?;
+        Ok(Only::from_arg_matches(&matches)?.rt)
+    }
+
     /// Start-up checks. Errors are sentences an operator can act on.
     pub fn validate(&self) -> Result<(), String> {
         if let Some(key) = &self.admin_key

@@ -217,18 +217,20 @@ macro_rules! impl_store {
                 .ok_or_else(|| $crate::StoreError::WrongState("the top-up changed meanwhile".into()))?;
                 match outcome {
                     $crate::FinalOutcome::Success => {
-                        sqlx::query(
-                            "INSERT INTO ledger (customer_id, topup_id, kind, amount, balance_after, actor, reason, created_at)
-                             SELECT id, $2, 'capture', 0, balance, $3, $4, $5 FROM customers WHERE id = $1",
+                        // A zero move still takes the customer's row lock, so the
+                        // entry's running balance and its id follow the same order
+                        // as every other money change of this customer.
+                        Self::move_balance(
+                            conn,
+                            &current.customer_id,
+                            Some(&current.id),
+                            "capture",
+                            0,
+                            actor,
+                            reason,
+                            now,
                         )
-                        .bind(&current.customer_id)
-                        .bind(&current.id)
-                        .bind(actor)
-                        .bind(reason)
-                        .bind(now)
-                        .execute(&mut *conn)
-                        .await
-                        .map_err($crate::sql::map_db)?;
+                        .await?;
                     }
                     $crate::FinalOutcome::Failed => {
                         // A release only gives back what was held: it can never

@@ -1,0 +1,240 @@
+//! Test harness: a real gateway (HTTP + workers + scheduler) on a random
+//! loopback port, over a fresh database of the requested engine, with the
+//! sandbox upstream made fast. Tests talk to it over HTTP like a client.
+#![allow(dead_code)]
+
+use recarga_domain::{Money, TopupStatus};
+use recarga_server::app::{self, App, Roles};
+use recarga_server::config::RuntimeConfig;
+use recarga_store::testing::{self, Engine, TestDb};
+use recarga_store::{Customer, NewCustomer, Store, Topup};
+use recarga_upstream::sandbox::Sandbox;
+use reqwest::StatusCode;
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub use recarga_store::testing::engines;
+
+/// Settings for a test gateway; the defaults make the sandbox answer in
+/// 20–60 ms and time out after 1 s, with status checks every second.
+#[derive(Debug, Clone)]
+pub struct Opts {
+    pub latency_ms: (u64, u64),
+    pub slow_ms: u64,
+    pub upstream_timeout_s: u64,
+    pub lease_s: u64,
+    pub status_check_base_s: u64,
+    pub unknown_deadline_s: u64,
+    pub concurrency: usize,
+    pub sync_wait_s: u64,
+    pub workers: bool,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts {
+            latency_ms: (20, 60),
+            slow_ms: 300,
+            upstream_timeout_s: 1,
+            lease_s: 30,
+            status_check_base_s: 1,
+            unknown_deadline_s: 3600,
+            concurrency: 64,
+            sync_wait_s: 10,
+            workers: true,
+        }
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub app: App,
+    pub sandbox: Arc<Sandbox>,
+    pub db: TestDb,
+    pub engine: Engine,
+    pub http: reqwest::Client,
+    shutdown: CancellationToken,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+pub fn runtime_config(opts: &Opts) -> RuntimeConfig {
+    let latency = format!("{}-{}", opts.latency_ms.0, opts.latency_ms.1);
+    let args = [
+        "--port".to_string(),
+        "0".into(),
+        "--bind".into(),
+        "127.0.0.1".into(),
+        "--env".into(),
+        "development".into(),
+        "--queue-concurrency".into(),
+        opts.concurrency.to_string(),
+        "--lease-s".into(),
+        opts.lease_s.to_string(),
+        "--upstream".into(),
+        "sandbox".into(),
+        "--upstream-timeout-s".into(),
+        opts.upstream_timeout_s.to_string(),
+        "--sandbox-latency-ms".into(),
+        latency,
+        "--sandbox-slow-ms".into(),
+        opts.slow_ms.to_string(),
+        "--sync-wait-s".into(),
+        opts.sync_wait_s.to_string(),
+        "--status-check-base-s".into(),
+        opts.status_check_base_s.to_string(),
+        "--status-check-max-s".into(),
+        (opts.status_check_base_s * 4).to_string(),
+        "--unknown-deadline-s".into(),
+        opts.unknown_deadline_s.to_string(),
+        "--demo".into(),
+        "false".into(),
+    ];
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let rt = RuntimeConfig::from_args(&refs).expect("test config parses");
+    rt.validate().expect("test config is valid");
+    rt
+}
+
+impl TestApp {
+    pub async fn spawn(engine: Engine) -> TestApp {
+        Self::spawn_with(engine, Opts::default()).await
+    }
+
+    pub async fn spawn_with(engine: Engine, opts: Opts) -> TestApp {
+        let db = testing::fresh(engine).await;
+        let (app, sandbox) = App::new(db.store.clone(), runtime_config(&opts));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let shutdown = CancellationToken::new();
+        let roles = Roles {
+            http: true,
+            workers: opts.workers,
+        };
+        let run = app::run(app.clone(), Some(listener), roles, shutdown.clone());
+        let handle = tokio::spawn(async move {
+            run.await.expect("gateway ran");
+        });
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("client");
+        TestApp {
+            base,
+            app,
+            sandbox,
+            db,
+            engine,
+            http,
+            shutdown,
+            handle,
+        }
+    }
+
+    pub fn store(&self) -> &dyn Store {
+        self.db.store.as_ref()
+    }
+
+    /// Creates a customer with `credit` MXN and returns it with an API key.
+    pub async fn customer(&self, id: &str, credit: &str) -> (Customer, String) {
+        let new = NewCustomer {
+            initial_credit: Money::parse_decimal(credit).expect("credit"),
+            ..NewCustomer::new(id, format!("Customer {id}"))
+        };
+        self.customer_with(new).await
+    }
+
+    pub async fn customer_with(&self, new: NewCustomer) -> (Customer, String) {
+        let customer = self
+            .store()
+            .create_customer(&new, "test")
+            .await
+            .expect("create customer");
+        let (key, _) = recarga_server::cli::issue_key(self.store(), &customer.id, None, "test")
+            .await
+            .expect("key");
+        (customer, key)
+    }
+
+    pub async fn balance(&self, customer_id: &str) -> Money {
+        self.store()
+            .get_customer(customer_id)
+            .await
+            .expect("read")
+            .expect("exists")
+            .balance
+    }
+
+    /// POST /v1/topups; `wait` becomes `Prefer: wait=N`.
+    pub async fn topup(&self, key: &str, body: Value, wait: Option<u64>) -> (StatusCode, Value) {
+        let mut req = self
+            .http
+            .post(format!("{}/v1/topups", self.base))
+            .bearer_auth(key)
+            .json(&body);
+        if let Some(w) = wait {
+            req = req.header("Prefer", format!("wait={w}"));
+        }
+        let res = req.send().await.expect("send");
+        let status = res.status();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, key: &str, path: &str) -> (StatusCode, Value) {
+        let res = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("send");
+        let status = res.status();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Polls the store until the top-up satisfies `done`, or panics after `within`.
+    pub async fn wait_for(&self, id: &str, within: Duration, done: impl Fn(&Topup) -> bool) -> Topup {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let t = self.store().get_topup(id).await.expect("read").expect("exists");
+            if done(&t) {
+                return t;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "top-up {id} stuck in {} ({:?})",
+                t.status,
+                self.engine
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn wait_final(&self, id: &str, within: Duration) -> Topup {
+        self.wait_for(id, within, |t| t.status.is_final()).await
+    }
+
+    pub async fn wait_status(&self, id: &str, status: TopupStatus, within: Duration) -> Topup {
+        self.wait_for(id, within, |t| t.status == status).await
+    }
+
+    pub async fn assert_audit_clean(&self) {
+        let report = self.store().audit().await.expect("audit");
+        assert!(
+            report.is_clean(),
+            "audit violations on {:?}: {:?}",
+            self.engine,
+            report.violations
+        );
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(20), self.handle).await;
+    }
+}
+
+pub fn body(phone: &str, amount: &str, reference: &str) -> Value {
+    serde_json::json!({ "phone": phone, "amount": amount, "reference": reference })
+}
