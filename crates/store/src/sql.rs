@@ -155,7 +155,7 @@ macro_rules! impl_store {
                 .await
                 .map_err($crate::sql::map_db)?;
                 let Some(balance) = balance else {
-                    let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM customers WHERE id = $1")
+                    let exists: Option<String> = sqlx::query_scalar("SELECT id FROM customers WHERE id = $1")
                         .bind(customer_id)
                         .fetch_optional(&mut *conn)
                         .await?;
