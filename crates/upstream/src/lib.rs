@@ -7,10 +7,12 @@
 //! returns an [`ExchangeLog`] (request, response, status, timings, upstream ids)
 //! so disputes can be settled from our own records.
 //!
-//! [`sandbox::Sandbox`] is the in-process provider of the zero-setup run and of
-//! the tests: deterministic by the phone's last three digits.
+//! [`latcom`] is the real adapter; [`sim`] is a Latcom simulator speaking the
+//! same wire protocol, used by the zero-setup run (in process, over loopback
+//! HTTP), by the tests and by `recarga latcom-sim`.
 
-pub mod sandbox;
+pub mod latcom;
+pub mod sim;
 
 use async_trait::async_trait;
 use recarga_domain::{Money, Msisdn};
@@ -40,6 +42,44 @@ pub enum Outcome {
     NotSent { reason: String },
     /// No definite answer: it may or may not have been delivered.
     Unknown { reason: String, trans_id: Option<String> },
+    /// The upstream refuses us before any top-up is processed (IP not on the
+    /// allow-list, login rejected): nothing was sent, submission pauses.
+    Blocked { reason: String },
+}
+
+/// What `/health` and the worker know about an upstream.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ProviderHealth {
+    pub ok: bool,
+    /// `ok`, `starting`, or a stable error code such as `upstream_ip_not_authorized`.
+    pub state: String,
+    pub detail: String,
+}
+
+impl ProviderHealth {
+    pub fn ok() -> Self {
+        ProviderHealth {
+            ok: true,
+            state: "ok".into(),
+            detail: String::new(),
+        }
+    }
+
+    pub fn starting() -> Self {
+        ProviderHealth {
+            ok: true,
+            state: "starting".into(),
+            detail: "no call made yet".into(),
+        }
+    }
+
+    pub fn blocked(state: &str, detail: impl Into<String>) -> Self {
+        ProviderHealth {
+            ok: false,
+            state: state.into(),
+            detail: detail.into(),
+        }
+    }
 }
 
 /// A provider's answer to a status query about an earlier top-up.
@@ -89,6 +129,15 @@ pub trait Provider: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Whether this provider moves real money (the sandbox never does).
     fn is_live(&self) -> bool;
+    /// Current state, for `/health` and the worker's pause.
+    fn health(&self) -> ProviderHealth {
+        ProviderHealth::ok()
+    }
+    /// Whether top-ups can be submitted now (for Latcom: a token can be had).
+    /// The worker claims nothing while this fails.
+    async fn ready(&self) -> Result<(), String> {
+        Ok(())
+    }
     /// One top-up call. Must not retry internally.
     async fn topup(&self, req: &TopupRequest) -> Attempt;
     /// Asks what became of an earlier top-up.
