@@ -258,8 +258,14 @@ pub enum AttemptOutcome {
     },
     /// A definite failure: the hold is released.
     Failed { code: String, message: String },
-    /// Provably never sent: back to PENDING at `next_attempt_at`.
-    Retry { next_attempt_at: i64, reason: String },
+    /// Provably never sent: back to PENDING at `next_attempt_at`. When
+    /// `count_attempt` is false (the upstream refused us before anything was
+    /// sent, e.g. an IP block) the attempt is not counted against the limit.
+    Retry {
+        next_attempt_at: i64,
+        reason: String,
+        count_attempt: bool,
+    },
     /// No definite answer: kept, checked by status query from `next_check_at`
     /// until `check_deadline`.
     Unknown {

@@ -615,14 +615,18 @@ macro_rules! impl_store {
                 // A token per claim, so the events below name exactly this batch.
                 let token = format!("{owner}/{}", uuid::Uuid::now_v7().simple());
                 let mut tx = self.begin().await?;
+                // The pick is a MATERIALIZED CTE so it runs exactly once: as a
+                // plain `IN (SELECT … LIMIT n)` PostgreSQL may re-run the limited
+                // subquery per outer row and claim far more than `limit`.
                 let rows = sqlx::query_as::<_, $crate::Topup>(concat!(
-                    "UPDATE topups SET status = 'PROCESSING', lease_owner = $1, lease_until = $2,
-                        attempts = attempts + 1, updated_at = $3
-                     WHERE status = 'PENDING' AND id IN (
+                    "WITH picked AS MATERIALIZED (
                         SELECT id FROM topups WHERE status = 'PENDING' AND next_attempt_at <= $3
                         ORDER BY next_attempt_at LIMIT $4 ",
                     $sl,
-                    ") RETURNING *"
+                    ")
+                     UPDATE topups SET status = 'PROCESSING', lease_owner = $1, lease_until = $2,
+                        attempts = attempts + 1, updated_at = $3
+                     WHERE status = 'PENDING' AND id IN (SELECT id FROM picked) RETURNING *"
                 ))
                 .bind(&token)
                 .bind(now + lease_ms)
@@ -688,14 +692,17 @@ macro_rules! impl_store {
                         )
                         .await?
                     }
-                    O::Retry { next_attempt_at, reason } => {
+                    O::Retry { next_attempt_at, reason, count_attempt } => {
                         let row = sqlx::query_as::<_, $crate::Topup>(
                             "UPDATE topups SET status = 'PENDING', lease_owner = NULL, lease_until = NULL,
-                                next_attempt_at = $2, updated_at = $3 WHERE id = $1 RETURNING *",
+                                next_attempt_at = $2, updated_at = $3,
+                                attempts = attempts - CASE WHEN $4 THEN 0 ELSE 1 END
+                             WHERE id = $1 RETURNING *",
                         )
                         .bind(&current.id)
                         .bind(next_attempt_at)
                         .bind(now)
+                        .bind(count_attempt)
                         .fetch_one(&mut *tx)
                         .await?;
                         Self::insert_event(&mut tx, &current.id, Some(current.status), TopupStatus::Pending, "worker", Some(reason), now)
@@ -757,12 +764,13 @@ macro_rules! impl_store {
                 let now = $crate::now_ms();
                 let mut tx = self.begin().await?;
                 let rows = sqlx::query_as::<_, $crate::Topup>(concat!(
-                    "UPDATE topups SET next_check_at = $2, checks = checks + 1
-                     WHERE status = 'UNKNOWN' AND id IN (
+                    "WITH picked AS MATERIALIZED (
                         SELECT id FROM topups WHERE status = 'UNKNOWN' AND next_check_at <= $1 AND check_deadline > $1
                         ORDER BY next_check_at LIMIT $3 ",
                     $sl,
-                    ") RETURNING *"
+                    ")
+                     UPDATE topups SET next_check_at = $2, checks = checks + 1
+                     WHERE status = 'UNKNOWN' AND id IN (SELECT id FROM picked) RETURNING *"
                 ))
                 .bind(now)
                 .bind(now + hold_ms)

@@ -292,6 +292,7 @@ async fn claim_finish_and_lease_guard() {
         let retry = AttemptOutcome::Retry {
             next_attempt_at: 0,
             reason: "connect refused".into(),
+            count_attempt: true,
         };
         assert_eq!(
             s.finish_attempt(&finish(&by_id(&c.id), retry))
