@@ -9,7 +9,8 @@ use crate::hub::Hub;
 use anyhow::Context;
 use recarga_store::Store;
 use recarga_upstream::Provider;
-use recarga_upstream::sandbox::{Sandbox, SandboxConfig};
+use recarga_upstream::latcom::{Latcom, LatcomConfig};
+use recarga_upstream::sim::{SimConfig, Simulator};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -47,24 +48,71 @@ pub fn redact_url(url: &str) -> String {
 }
 
 impl App {
-    /// Builds the state from validated configuration. The sandbox, when it is
-    /// the upstream, is returned too so tests can read its journal.
-    pub fn new(store: Arc<dyn Store>, config: RuntimeConfig) -> (App, Arc<Sandbox>) {
-        let sandbox = match config.upstream {
-            UpstreamKind::Sandbox => Arc::new(Sandbox::new(SandboxConfig {
-                latency_min_ms: config.sandbox_latency_ms.0,
-                latency_max_ms: config.sandbox_latency_ms.1,
-                timeout_ms: config.upstream_timeout_s * 1000,
-                slow_ms: config.sandbox_slow_ms,
-            })),
+    /// Builds the state from validated configuration. With the sandbox
+    /// upstream this starts the Latcom simulator on a loopback port and points
+    /// the real adapter at it; the simulator is returned so tests can read its
+    /// ground-truth journal.
+    pub async fn build(store: Arc<dyn Store>, config: RuntimeConfig) -> anyhow::Result<(App, Option<Arc<Simulator>>)> {
+        let settings = &config.latcom;
+        let adapter = |base_url: String, username: String, password: String, dist_api: String, user_uid: String| {
+            Latcom::new(LatcomConfig {
+                base_url,
+                username,
+                password: password.into(),
+                dist_api: dist_api.into(),
+                user_uid,
+                connect_timeout: std::time::Duration::from_millis(settings.connect_timeout_ms),
+                total_timeout: config.upstream_timeout(),
+                token_lifetime: std::time::Duration::from_secs(settings.token_lifetime_s),
+                max_inflight: settings.max_inflight,
+                rate_per_s: settings.rate_per_s,
+            })
+            .map_err(|e| anyhow::anyhow!(e))
+        };
+        let (latcom, sim) = match config.upstream {
+            UpstreamKind::Sandbox => {
+                let sim_config = SimConfig {
+                    latency_min_ms: config.sandbox_latency_ms.0,
+                    latency_max_ms: config.sandbox_latency_ms.1,
+                    slow_ms: config.sandbox_slow_ms,
+                    ..SimConfig::default()
+                };
+                let (sim, addr) = Simulator::spawn(sim_config.clone(), "127.0.0.1:0")
+                    .await
+                    .context("cannot start the simulator")?;
+                let latcom = adapter(
+                    format!("http://{addr}"),
+                    sim_config.username,
+                    sim_config.password,
+                    sim_config.dist_api,
+                    sim_config.user_uid,
+                )?;
+                (latcom, Some(sim))
+            }
+            UpstreamKind::Latcom => {
+                let missing = || anyhow::anyhow!("LATCOM_* settings are incomplete");
+                let latcom = adapter(
+                    settings.base_url.clone().ok_or_else(missing)?,
+                    settings.username.clone().ok_or_else(missing)?,
+                    settings.password.clone().ok_or_else(missing)?.0,
+                    settings.dist_api_key.clone().ok_or_else(missing)?.0,
+                    settings.user_uid.clone().ok_or_else(missing)?,
+                )?;
+                (latcom, None)
+            }
         };
         let app = App {
             store,
-            provider: sandbox.clone(),
+            provider: Arc::new(latcom),
             hub: Hub::new(),
             config: Arc::new(config),
         };
-        (app, sandbox)
+        Ok((app, sim))
+    }
+
+    /// Whether top-ups go to a simulator rather than a live upstream.
+    pub fn is_sandbox(&self) -> bool {
+        self.config.upstream == UpstreamKind::Sandbox
     }
 }
 

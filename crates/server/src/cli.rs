@@ -4,7 +4,7 @@
 //! can be scripted, and exit non-zero with a message on stderr when refused.
 //! They open the same database as `serve` (same `DATABASE_URL` / `--data-dir`).
 
-use crate::config::{DbConfig, RuntimeConfig};
+use crate::config::{DbConfig, RuntimeConfig, SimSettings};
 use crate::http::views::{fx_text, iso};
 use crate::keys;
 use clap::{Parser, Subcommand};
@@ -27,6 +27,8 @@ pub enum Command {
     Serve(RuntimeConfig),
     /// Worker pool and scheduler only (no HTTP), for scaled deployments.
     Worker(RuntimeConfig),
+    /// The Latcom simulator as its own server (tests, bench, trying the adapter).
+    LatcomSim(SimSettings),
     /// Create or upgrade the database schema, then exit.
     Migrate,
     /// Customers and their balances.
@@ -315,7 +317,7 @@ pub async fn run_operator(store: &dyn Store, command: Command) -> anyhow::Result
                 json!({ "resolved": topup_json(&t) })
             }
         },
-        Command::Serve(_) | Command::Worker(_) => anyhow::bail!("not an operator command"),
+        Command::Serve(_) | Command::Worker(_) | Command::LatcomSim(_) => anyhow::bail!("not an operator command"),
     };
     Ok((out, 0))
 }
@@ -420,10 +422,12 @@ async fn customer_cmd(store: &dyn Store, cmd: CustomerCmd) -> anyhow::Result<Val
     })
 }
 
+pub const DEMO_ID: &str = "DEMO_001";
+
 /// Creates the demo customer on a first sandbox start; returns its key.
 pub async fn ensure_demo_customer(store: &dyn Store, rt: &RuntimeConfig) -> anyhow::Result<Option<String>> {
-    const DEMO_ID: &str = "DEMO_001";
-    if !rt.demo || store.get_customer(DEMO_ID).await?.is_some() {
+    let sandbox = rt.upstream == crate::config::UpstreamKind::Sandbox;
+    if !rt.demo || !sandbox || store.get_customer(DEMO_ID).await?.is_some() {
         return Ok(None);
     }
     let new = NewCustomer {

@@ -44,8 +44,62 @@ pub enum RunEnv {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum UpstreamKind {
-    /// The in-process sandbox: never moves real money.
+    /// The built-in Latcom simulator on a loopback port, reached through the
+    /// real Latcom adapter: the whole wire path, no real money.
     Sandbox,
+    /// The real Latcom, configured by the LATCOM_* settings.
+    Latcom,
+}
+
+/// A setting that must never be printed (`Debug` shows `[redacted]`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+fn secret(text: &str) -> Result<Secret, String> {
+    Ok(Secret(text.to_string()))
+}
+
+/// How to reach Latcom (`RECARGA_UPSTREAM=latcom`).
+#[derive(Debug, Clone, Args)]
+pub struct LatcomSettings {
+    /// Base URL; every path is under `/api`.
+    #[arg(long = "latcom-base-url", env = "LATCOM_BASE_URL")]
+    pub base_url: Option<String>,
+    #[arg(long = "latcom-username", env = "LATCOM_USERNAME")]
+    pub username: Option<String>,
+    #[arg(long = "latcom-password", env = "LATCOM_PASSWORD", hide_env_values = true, value_parser = secret)]
+    pub password: Option<Secret>,
+    /// The login's `dist_api` value.
+    #[arg(long = "latcom-dist-api-key", env = "LATCOM_DIST_API_KEY", hide_env_values = true, value_parser = secret)]
+    pub dist_api_key: Option<Secret>,
+    #[arg(long = "latcom-user-uid", env = "LATCOM_USER_UID")]
+    pub user_uid: Option<String>,
+    /// Time allowed to open a connection (ms). A call that never connected is safe to retry.
+    #[arg(
+        long = "latcom-connect-timeout-ms",
+        env = "LATCOM_CONNECT_TIMEOUT_MS",
+        default_value_t = 3_000
+    )]
+    pub connect_timeout_ms: u64,
+    /// Token lifetime assumed when the JWT has no `exp` claim (s).
+    #[arg(
+        long = "latcom-token-lifetime-s",
+        env = "LATCOM_TOKEN_LIFETIME_S",
+        default_value_t = 240
+    )]
+    pub token_lifetime_s: u64,
+    /// Concurrent calls to Latcom from this process (replicas multiply it).
+    #[arg(long = "latcom-max-inflight", env = "LATCOM_MAX_INFLIGHT", default_value_t = 64)]
+    pub max_inflight: usize,
+    /// Calls per second to Latcom from this process; 0 = unlimited (replicas multiply it).
+    #[arg(long = "latcom-rate-per-s", env = "LATCOM_RATE_PER_S", default_value_t = 0)]
+    pub rate_per_s: u32,
 }
 
 /// Settings of the long-running processes (`serve`, `worker`).
@@ -64,8 +118,8 @@ pub struct RuntimeConfig {
     pub bind: String,
 
     /// Operator secret for scripts and break-glass access (at least 16 characters).
-    #[arg(long, env = "ADMIN_KEY", hide_env_values = true)]
-    pub admin_key: Option<String>,
+    #[arg(long, env = "ADMIN_KEY", hide_env_values = true, value_parser = secret)]
+    pub admin_key: Option<Secret>,
 
     /// Upstream calls in flight at once in this process.
     #[arg(long, env = "QUEUE_CONCURRENCY", default_value_t = 64)]
@@ -83,6 +137,9 @@ pub struct RuntimeConfig {
     /// Total time allowed for one upstream top-up call (s).
     #[arg(long, env = "RECARGA_UPSTREAM_TIMEOUT_S", default_value_t = 40)]
     pub upstream_timeout_s: u64,
+
+    #[command(flatten)]
+    pub latcom: LatcomSettings,
 
     /// Sandbox latency range in ms, `MIN-MAX`.
     #[arg(long, env = "RECARGA_SANDBOX_LATENCY_MS", default_value = "2000-7000", value_parser = parse_range)]
@@ -114,7 +171,7 @@ pub struct RuntimeConfig {
     pub demo: bool,
 }
 
-fn parse_range(text: &str) -> Result<(u64, u64), String> {
+pub fn parse_range(text: &str) -> Result<(u64, u64), String> {
     let (a, b) = text.split_once('-').unwrap_or((text, text));
     let lo: u64 = a.trim().parse().map_err(|_| format!("{text:?} is not MIN-MAX in ms"))?;
     let hi: u64 = b.trim().parse().map_err(|_| format!("{text:?} is not MIN-MAX in ms"))?;
@@ -122,6 +179,25 @@ fn parse_range(text: &str) -> Result<(u64, u64), String> {
         return Err(format!("{text:?}: MAX is below MIN"));
     }
     Ok((lo, hi))
+}
+
+/// Settings of `recarga latcom-sim`, the simulator as its own server.
+#[derive(Debug, Clone, Args)]
+pub struct SimSettings {
+    #[arg(long, env = "LATCOM_SIM_BIND", default_value = "127.0.0.1")]
+    pub bind: String,
+    #[arg(long, env = "LATCOM_SIM_PORT", default_value_t = 8090)]
+    pub port: u16,
+    /// Answer latency range in ms, `MIN-MAX`.
+    #[arg(long, env = "LATCOM_SIM_LATENCY_MS", default_value = "2000-7000", value_parser = parse_range)]
+    pub latency_ms: (u64, u64),
+    /// Lifetime of the tokens it issues (s).
+    #[arg(long, env = "LATCOM_SIM_TOKEN_LIFETIME_S", default_value_t = 600)]
+    pub token_lifetime_s: u64,
+    /// Any other simulator setting, as a JSON object (e.g. `{"duplicate_policy":"reject"}`);
+    /// all can also be changed at run time with `POST /__sim/config`.
+    #[arg(long, env = "LATCOM_SIM_CONFIG")]
+    pub config_json: Option<String>,
 }
 
 /// The longest `Prefer: wait=N` honoured, in seconds.
@@ -148,7 +224,7 @@ impl RuntimeConfig {
 
     /// Start-up checks. Errors are sentences an operator can act on.
     pub fn validate(&self) -> Result<(), String> {
-        if let Some(key) = &self.admin_key
+        if let Some(Secret(key)) = &self.admin_key
             && key.len() < 16
         {
             return Err("ADMIN_KEY must be at least 16 characters".into());
@@ -161,6 +237,22 @@ impl RuntimeConfig {
                 return Err("RECARGA_ENV=production refuses the sandbox upstream: \
                             configure a live upstream (live money never goes to a sandbox)"
                     .into());
+            }
+        }
+        if self.upstream == UpstreamKind::Latcom {
+            let l = &self.latcom;
+            let missing: Vec<&str> = [
+                ("LATCOM_BASE_URL", l.base_url.is_none()),
+                ("LATCOM_USERNAME", l.username.is_none()),
+                ("LATCOM_PASSWORD", l.password.is_none()),
+                ("LATCOM_DIST_API_KEY", l.dist_api_key.is_none()),
+                ("LATCOM_USER_UID", l.user_uid.is_none()),
+            ]
+            .into_iter()
+            .filter_map(|(name, absent)| absent.then_some(name))
+            .collect();
+            if !missing.is_empty() {
+                return Err(format!("RECARGA_UPSTREAM=latcom needs {}", missing.join(", ")));
             }
         }
         if self.queue_concurrency == 0 {
@@ -222,6 +314,28 @@ mod tests {
         assert!(no_key.validate().unwrap_err().contains("ADMIN_KEY"));
         let sandbox = parse(&["--env", "production", "--admin-key", "0123456789abcdef"]);
         assert!(sandbox.validate().unwrap_err().contains("sandbox"));
+    }
+
+    #[test]
+    fn latcom_needs_its_settings_and_hides_its_secrets() {
+        let err = parse(&["--upstream", "latcom", "--latcom-base-url", "https://x"])
+            .validate()
+            .unwrap_err();
+        assert!(
+            err.contains("LATCOM_PASSWORD") && !err.contains("LATCOM_BASE_URL"),
+            "{err}"
+        );
+        let rt = parse(&[
+            "--latcom-password",
+            "hunter2-canary",
+            "--admin-key",
+            "0123456789abcdef-canary",
+        ]);
+        let shown = format!("{rt:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("0123456789abcdef"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -63,6 +63,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             )
             .await
         }
+        Command::LatcomSim(settings) => latcom_sim(settings).await,
         other => {
             let store = app::open_store(&cli.db).await?;
             let (out, code) = cli::run_operator(store.as_ref(), other).await?;
@@ -90,9 +91,10 @@ async fn serve(db: &recarga_server::config::DbConfig, rt: RuntimeConfig, roles: 
     } else {
         None
     };
-    let (app, _sandbox) = App::new(store, rt);
-    if !app.provider.is_live() {
-        print_sandbox_banner(&app, db, listener.as_ref(), demo_key.as_deref());
+    let (app, _sim) = App::build(store, rt).await?;
+    if app.is_sandbox() {
+        let demo_exists = app.config.demo && app.store.get_customer(cli::DEMO_ID).await?.is_some();
+        print_sandbox_banner(&app, db, listener.as_ref(), demo_key.as_deref(), demo_exists);
     }
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
@@ -102,6 +104,37 @@ async fn serve(db: &recarga_server::config::DbConfig, rt: RuntimeConfig, roles: 
         signal.cancel();
     });
     app::run(app, listener, roles, shutdown).await?;
+    Ok(0)
+}
+
+async fn latcom_sim(settings: recarga_server::config::SimSettings) -> anyhow::Result<i32> {
+    use recarga_upstream::sim::{SimConfig, Simulator};
+    let mut config = SimConfig {
+        latency_min_ms: settings.latency_ms.0,
+        latency_max_ms: settings.latency_ms.1,
+        token_lifetime_s: settings.token_lifetime_s,
+        ..SimConfig::default()
+    };
+    if let Some(json) = &settings.config_json {
+        let mut merged = serde_json::to_value(&config)?;
+        let patch: serde_json::Value =
+            serde_json::from_str(json).map_err(|e| anyhow::anyhow!("LATCOM_SIM_CONFIG is not JSON: {e}"))?;
+        let (Some(target), Some(fields)) = (merged.as_object_mut(), patch.as_object()) else {
+            anyhow::bail!("LATCOM_SIM_CONFIG must be a JSON object");
+        };
+        target.extend(fields.clone());
+        config = serde_json::from_value(merged).map_err(|e| anyhow::anyhow!("LATCOM_SIM_CONFIG: {e}"))?;
+    }
+    let addr = format!("{}:{}", settings.bind, settings.port);
+    let (_sim, bound) = Simulator::spawn(config.clone(), &addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    println!("Latcom simulator on http://{bound} (journal: /__sim/journal, settings: /__sim/config)");
+    println!(
+        "  point the gateway at it: RECARGA_UPSTREAM=latcom LATCOM_BASE_URL=http://{bound} LATCOM_USERNAME={} \\\n    LATCOM_PASSWORD={} LATCOM_DIST_API_KEY={} LATCOM_USER_UID={}",
+        config.username, config.password, config.dist_api, config.user_uid
+    );
+    wait_for_signal().await;
     Ok(0)
 }
 
@@ -132,6 +165,7 @@ fn print_sandbox_banner(
     db: &recarga_server::config::DbConfig,
     listener: Option<&tokio::net::TcpListener>,
     demo_key: Option<&str>,
+    demo_exists: bool,
 ) {
     let port = listener
         .and_then(|l| l.local_addr().ok())
@@ -139,7 +173,7 @@ fn print_sandbox_banner(
         .unwrap_or(app.config.port);
     let line = "=".repeat(72);
     println!("{line}");
-    println!("  SANDBOX MODE: top-ups go to the built-in sandbox; no real money moves.");
+    println!("  SANDBOX MODE: top-ups go to the built-in Latcom simulator; no real money moves.");
     println!(
         "  database: {} ({})",
         app.store.engine(),
@@ -157,7 +191,7 @@ fn print_sandbox_banner(
                 "    curl -s -X POST http://127.0.0.1:{port}/v1/topups -H 'Authorization: Bearer {key}' \\\n      -H 'Content-Type: application/json' -H 'Prefer: wait=10' \\\n      -d '{{\"phone\":\"5512345678\",\"amount\":\"20\",\"reference\":\"demo-1\"}}'"
             );
         }
-        None if listener.is_some() => {
+        None if listener.is_some() && demo_exists => {
             println!("  demo customer DEMO_001 exists; issue a new key with: recarga key create --customer DEMO_001");
         }
         None => {}

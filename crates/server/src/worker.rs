@@ -34,6 +34,8 @@ pub const STATUS_CHECKS_PER_TICK: i64 = 32;
 pub const STATUS_CHECK_HOLD_MS: i64 = 60_000;
 /// Tries to write a finished attempt before leaving it to the lease rescue.
 pub const FINISH_WRITE_TRIES: u32 = 5;
+/// How long submission pauses while the upstream refuses us (IP block, login).
+pub const BLOCKED_PAUSE_MS: u64 = 5_000;
 /// Delay after a database error in a loop.
 pub const ERROR_BACKOFF_MS: u64 = 1_000;
 
@@ -74,6 +76,20 @@ pub async fn run_workers(app: App, shutdown: CancellationToken) {
             }
             continue;
         }
+        if let Err(state) = app.provider.ready().await {
+            // Nothing is claimed while the upstream refuses us: top-ups stay
+            // PENDING, and the pause ends by itself when a login works again.
+            tracing::warn!(
+                state,
+                pause_ms = BLOCKED_PAUSE_MS,
+                "upstream not ready: submission paused"
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(BLOCKED_PAUSE_MS)) => {}
+                _ = shutdown.cancelled() => break,
+            }
+            continue;
+        }
         let want = free.min(CLAIM_BATCH_MAX) as i64;
         let lease_ms = app.config.lease().as_millis() as i64;
         let claimed = match app.store.claim_pending(&owner, lease_ms, want).await {
@@ -86,11 +102,15 @@ pub async fn run_workers(app: App, shutdown: CancellationToken) {
         };
         let got = claimed.len() as i64;
         for topup in claimed {
-            let Ok(permit) = permits.clone().try_acquire_owned() else {
-                // Cannot happen: only this loop takes permits and it claimed
-                // no more than were free. The lease rescue covers it anyway.
-                tracing::error!(id = %topup.id, "no permit for a claimed top-up");
-                continue;
+            // Only this loop takes permits and it claims no more than were
+            // free, so this does not wait; if it ever did, waiting is right:
+            // a claimed top-up must be sent (or rescued), never dropped.
+            let permit = match permits.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(_) => match permits.clone().acquire_owned().await {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
             };
             let app = app.clone();
             tracker.spawn(async move {
@@ -154,6 +174,7 @@ async fn process(app: &App, topup: Topup) {
                 AttemptOutcome::Retry {
                     next_attempt_at: now + delay,
                     reason: reason.clone(),
+                    count_attempt: true,
                 },
                 "not_sent",
                 Some(reason),
@@ -167,6 +188,14 @@ async fn process(app: &App, topup: Topup) {
             "not_sent",
             Some(reason),
         ),
+        Outcome::Blocked { reason } => {
+            let retry = AttemptOutcome::Retry {
+                next_attempt_at: now + BLOCKED_PAUSE_MS as i64,
+                reason: reason.clone(),
+                count_attempt: false,
+            };
+            (retry, "not_sent", Some(reason))
+        }
         Outcome::Unknown { reason, trans_id } => {
             let outcome = AttemptOutcome::Unknown {
                 reason: reason.clone(),

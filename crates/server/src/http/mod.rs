@@ -80,11 +80,18 @@ async fn health(State(app): State<App>) -> Response {
         Ok(()) => app.store.queue_counts().await.ok(),
         Err(_) => None,
     };
+    let upstream = app.provider.health();
     let ok = db.is_ok();
     let body = serde_json::json!({
-        "status": if ok { "ok" } else { "degraded" },
+        "status": if ok && upstream.ok { "ok" } else { "degraded" },
         "database": { "engine": app.store.engine(), "ok": ok },
-        "upstream": { "provider": app.provider.name(), "live": app.provider.is_live() },
+        "upstream": {
+            "provider": app.provider.name(),
+            "sandbox": app.is_sandbox(),
+            "ok": upstream.ok,
+            "state": upstream.state,
+            "detail": upstream.detail,
+        },
         "queue": queue,
         "version": env!("CARGO_PKG_VERSION"),
     });

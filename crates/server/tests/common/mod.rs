@@ -1,6 +1,8 @@
 //! Test harness: a real gateway (HTTP + workers + scheduler) on a random
 //! loopback port, over a fresh database of the requested engine, with the
-//! sandbox upstream made fast. Tests talk to it over HTTP like a client.
+//! sandbox upstream (the Latcom simulator, reached over loopback HTTP by the
+//! real adapter) made fast. Tests talk to it over HTTP like a client, and
+//! read the simulator's ground-truth journal through `sandbox`.
 #![allow(dead_code)]
 
 use recarga_domain::{Money, TopupStatus};
@@ -8,7 +10,7 @@ use recarga_server::app::{self, App, Roles};
 use recarga_server::config::RuntimeConfig;
 use recarga_store::testing::{self, Engine, TestDb};
 use recarga_store::{Customer, NewCustomer, Store, Topup};
-use recarga_upstream::sandbox::Sandbox;
+use recarga_upstream::sim::Simulator;
 use reqwest::StatusCode;
 use serde_json::Value;
 use std::sync::Arc;
@@ -51,7 +53,7 @@ impl Default for Opts {
 pub struct TestApp {
     pub base: String,
     pub app: App,
-    pub sandbox: Arc<Sandbox>,
+    pub sandbox: Arc<Simulator>,
     pub db: TestDb,
     pub engine: Engine,
     pub http: reqwest::Client,
@@ -104,7 +106,10 @@ impl TestApp {
 
     pub async fn spawn_with(engine: Engine, opts: Opts) -> TestApp {
         let db = testing::fresh(engine).await;
-        let (app, sandbox) = App::new(db.store.clone(), runtime_config(&opts));
+        let (app, sim) = App::build(db.store.clone(), runtime_config(&opts))
+            .await
+            .expect("build the gateway");
+        let sandbox = sim.expect("the sandbox upstream runs a simulator");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let shutdown = CancellationToken::new();
