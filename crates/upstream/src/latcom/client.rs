@@ -444,6 +444,9 @@ impl Provider for Latcom {
             Ok(Reply::Answer { status, body }) => {
                 let outcome = classify_topup(status, &body);
                 if let Outcome::Blocked { .. } = outcome {
+                    // Drop the token: the worker's readiness check must now log
+                    // in again, which pauses submission until the block lifts.
+                    *self.token.lock().await = None;
                     self.set_health(LoginError::IpNotAuthorized.health());
                 }
                 if let Ok(parsed) = serde_json::from_str::<wire::TopupResponse>(&body) {
