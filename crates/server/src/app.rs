@@ -6,6 +6,7 @@
 
 use crate::config::{DbConfig, RuntimeConfig, UpstreamKind};
 use crate::hub::Hub;
+use crate::redis_link::{RateDecision, RedisLink};
 use anyhow::Context;
 use recarga_store::Store;
 use recarga_upstream::Provider;
@@ -21,6 +22,45 @@ pub struct App {
     pub provider: Arc<dyn Provider>,
     pub hub: Arc<Hub>,
     pub config: Arc<RuntimeConfig>,
+    pub redis: Option<Arc<RedisLink>>,
+    pub limiter: Arc<LocalLimiter>,
+    /// The operator secret: `ADMIN_KEY`, or one generated for a sandbox run.
+    pub admin_key: Arc<String>,
+}
+
+/// Opens the optional Redis link named by the database settings.
+pub fn open_redis(db: &DbConfig) -> anyhow::Result<Option<Arc<RedisLink>>> {
+    match db.redis_url.as_deref().filter(|u| !u.is_empty()) {
+        Some(url) => Ok(Some(Arc::new(RedisLink::connect(url, &db.redis_prefix)?))),
+        None => Ok(None),
+    }
+}
+
+/// Per-customer request counters of this process: the fallback when there is
+/// no Redis (or it is down). Fixed one-second windows.
+#[derive(Default)]
+pub struct LocalLimiter {
+    windows: std::sync::Mutex<std::collections::HashMap<String, (i64, u64)>>,
+}
+
+impl LocalLimiter {
+    pub fn hit(&self, customer: &str, limit: u64) -> RateDecision {
+        let second = chrono::Utc::now().timestamp();
+        let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        if windows.len() > 100_000 {
+            windows.retain(|_, (s, _)| *s == second);
+        }
+        let slot = windows.entry(customer.to_string()).or_insert((second, 0));
+        if slot.0 != second {
+            *slot = (second, 0);
+        }
+        slot.1 += 1;
+        RateDecision {
+            allowed: slot.1 <= limit,
+            limit,
+            remaining: limit.saturating_sub(slot.1),
+        }
+    }
 }
 
 /// Opens and migrates the configured database.
@@ -52,7 +92,11 @@ impl App {
     /// upstream this starts the Latcom simulator on a loopback port and points
     /// the real adapter at it; the simulator is returned so tests can read its
     /// ground-truth journal.
-    pub async fn build(store: Arc<dyn Store>, config: RuntimeConfig) -> anyhow::Result<(App, Option<Arc<Simulator>>)> {
+    pub async fn build(
+        store: Arc<dyn Store>,
+        config: RuntimeConfig,
+        redis: Option<Arc<RedisLink>>,
+    ) -> anyhow::Result<(App, Option<Arc<Simulator>>)> {
         let settings = &config.latcom;
         let adapter = |base_url: String, username: String, password: String, dist_api: String, user_uid: String| {
             Latcom::new(LatcomConfig {
@@ -101,13 +145,78 @@ impl App {
                 (latcom, None)
             }
         };
+        let admin_key = match &config.admin_key {
+            Some(key) => key.0.clone(),
+            None => format!("adm_{}", uuid::Uuid::new_v4().simple()),
+        };
         let app = App {
             store,
             provider: Arc::new(latcom),
             hub: Hub::new(),
             config: Arc::new(config),
+            redis,
+            limiter: Arc::new(LocalLimiter::default()),
+            admin_key: Arc::new(admin_key),
         };
         Ok((app, sim))
+    }
+
+    /// A customer, from the shared cache when there is one.
+    pub async fn customer(&self, id: &str) -> Result<Option<recarga_store::Customer>, recarga_store::StoreError> {
+        if let Some(redis) = &self.redis
+            && let Some(c) = redis.get_customer(id).await
+        {
+            return Ok(Some(c));
+        }
+        let customer = self.store.get_customer(id).await?;
+        if let (Some(redis), Some(c)) = (&self.redis, &customer) {
+            redis.put_customer(c).await;
+        }
+        Ok(customer)
+    }
+
+    /// Call after any change to a customer's row (balance, limits, status):
+    /// writes the new version through to the shared cache.
+    pub async fn customer_changed(&self, id: &str) {
+        if let Some(redis) = &self.redis
+            && let Ok(Some(c)) = self.store.get_customer(id).await
+        {
+            redis.put_customer(&c).await;
+        }
+    }
+
+    /// Counts a request against the customer's rate limit.
+    pub async fn rate_hit(&self, customer: &recarga_store::Customer) -> Option<RateDecision> {
+        let limit = customer
+            .rate_limit_per_s
+            .map(|l| l.max(0) as u64)
+            .unwrap_or(self.config.rate_limit_per_s);
+        if limit == 0 {
+            return None;
+        }
+        if let Some(redis) = &self.redis
+            && let Some(decision) = redis.rate_hit(&customer.id, limit).await
+        {
+            return Some(decision);
+        }
+        Some(self.limiter.hit(&customer.id, limit))
+    }
+
+    /// Tells live pages (here and, through Redis, on other replicas) that a
+    /// top-up changed.
+    pub async fn publish_topup(&self, t: &recarga_store::Topup) {
+        let event = serde_json::json!({
+            "type": "topup",
+            "id": t.id,
+            "customer_id": t.customer_id,
+            "status": t.status.as_str(),
+            "updated_at": t.updated_at,
+        })
+        .to_string();
+        self.hub.publish(&event);
+        if let Some(redis) = &self.redis {
+            redis.publish(&event).await;
+        }
     }
 
     /// Whether top-ups go to a simulator rather than a live upstream.
@@ -131,6 +240,28 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
+    // Wake-ups from other processes (PostgreSQL notifications); polling covers the rest.
+    if let Some(mut events) = app
+        .store
+        .subscribe()
+        .await
+        .context("subscribing to database notifications")?
+    {
+        let hub = app.hub.clone();
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    event = events.recv() => match event {
+                        Some(recarga_store::StoreEvent::Work) => hub.work_available(),
+                        Some(recarga_store::StoreEvent::Topup(id)) => hub.topup_changed(&id),
+                        None => break,
+                    },
+                    _ = stop.cancelled() => break,
+                }
+            }
+        });
+    }
     if roles.workers {
         tasks.spawn(crate::worker::run_workers(app.clone(), shutdown.clone()));
         tasks.spawn(crate::worker::run_scheduler(app.clone(), shutdown.clone()));

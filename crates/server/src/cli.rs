@@ -156,6 +156,12 @@ pub enum CustomerCmd {
         active: Option<bool>,
         #[arg(long, value_parser = fx_rate)]
         fx_rate: Option<i64>,
+        /// Requests per second for this customer (0 = unlimited).
+        #[arg(long, conflicts_with = "default_rate_limit")]
+        rate_limit: Option<i64>,
+        /// Use the gateway's default rate limit again.
+        #[arg(long)]
+        default_rate_limit: bool,
         #[arg(long, default_value_t = default_actor())]
         actor: String,
     },
@@ -226,6 +232,7 @@ pub fn customer_json(c: &Customer) -> Value {
         "daily_limit": c.daily_limit.map(|m| Money(m).to_decimal_string()),
         "catalogue": c.catalogue.as_str(),
         "active": c.active,
+        "rate_limit_per_s": c.rate_limit_per_s,
         "created_at": iso(c.created_at),
     })
 }
@@ -248,6 +255,14 @@ pub async fn issue_key(
     let issued = keys::issue(customer_id, label);
     store.insert_api_key(&issued.record, actor).await?;
     Ok((issued.plaintext, issued.record.id))
+}
+
+/// The customer an operator command changes, when the command names it.
+pub fn customer_touched(command: &Command) -> Option<String> {
+    match command {
+        Command::Customer(CustomerCmd::Credit { id, .. } | CustomerCmd::Set { id, .. }) => Some(id.clone()),
+        _ => None,
+    }
 }
 
 /// Runs one operator command; returns the JSON to print and the exit code.
@@ -400,9 +415,19 @@ async fn customer_cmd(store: &dyn Store, cmd: CustomerCmd) -> anyhow::Result<Val
             catalogue,
             active,
             fx_rate,
+            rate_limit,
+            default_rate_limit,
             actor,
         } => {
+            if rate_limit.is_some_and(|r| r < 0) {
+                anyhow::bail!("--rate-limit must be 0 (unlimited) or more");
+            }
             let patch = CustomerPatch {
+                rate_limit_per_s: if default_rate_limit {
+                    Some(None)
+                } else {
+                    rate_limit.map(Some)
+                },
                 name,
                 credit_limit,
                 discount_bps,

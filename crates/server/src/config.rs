@@ -20,6 +20,15 @@ pub struct DbConfig {
     /// Directory of the embedded SQLite database.
     #[arg(long, env = "RECARGA_DATA_DIR", default_value = "./data", global = true)]
     pub data_dir: PathBuf,
+
+    /// Redis URL (`redis://…`), optional: shared cache, rate limits and events
+    /// across replicas. Unset: in-process equivalents.
+    #[arg(long, env = "REDIS_URL", global = true, hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Prefix of every Redis key and channel (several deployments can share one Redis).
+    #[arg(long, env = "RECARGA_REDIS_PREFIX", default_value = "recarga:", global = true)]
+    pub redis_prefix: String,
 }
 
 impl DbConfig {
@@ -165,6 +174,11 @@ pub struct RuntimeConfig {
     /// reconciliation or an operator (`recarga topup unresolved`).
     #[arg(long, env = "RECARGA_UNKNOWN_DEADLINE_S", default_value_t = 86_400)]
     pub unknown_deadline_s: u64,
+
+    /// Requests per second per customer, shared by replicas through Redis; 0 =
+    /// unlimited. A customer's own setting overrides it.
+    #[arg(long, env = "RECARGA_RATE_LIMIT_PER_S", default_value_t = 0)]
+    pub rate_limit_per_s: u64,
 
     /// Create a demo customer on first start (sandbox only).
     #[arg(long, env = "RECARGA_DEMO", default_value_t = true, action = clap::ArgAction::Set)]

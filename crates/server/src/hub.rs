@@ -14,15 +14,32 @@ use tokio::sync::Notify;
 /// How often a waiting request re-reads its top-up when no signal arrives.
 pub const WAIT_POLL_MS: u64 = 1_000;
 
-#[derive(Default)]
 pub struct Hub {
     work: Notify,
     waiters: Mutex<HashMap<String, (Arc<Notify>, usize)>>,
+    events: tokio::sync::broadcast::Sender<String>,
 }
+
+/// Events kept for slow live-page subscribers before they miss some.
+pub const EVENT_BACKLOG: usize = 1024;
 
 impl Hub {
     pub fn new() -> Arc<Self> {
-        Arc::new(Hub::default())
+        let (events, _) = tokio::sync::broadcast::channel(EVENT_BACKLOG);
+        Arc::new(Hub {
+            work: Notify::new(),
+            waiters: Mutex::new(HashMap::new()),
+            events,
+        })
+    }
+
+    /// Sends an event (JSON) to live-page subscribers of this process.
+    pub fn publish(&self, event: &str) {
+        let _ = self.events.send(event.to_string());
+    }
+
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.events.subscribe()
     }
 
     /// Wakes the worker loop (new PENDING rows).

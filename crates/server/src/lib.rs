@@ -10,5 +10,6 @@ pub mod config;
 pub mod http;
 pub mod hub;
 pub mod keys;
+pub mod redis_link;
 pub mod topups;
 pub mod worker;

@@ -66,7 +66,15 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::LatcomSim(settings) => latcom_sim(settings).await,
         other => {
             let store = app::open_store(&cli.db).await?;
+            let touched = cli::customer_touched(&other);
             let (out, code) = cli::run_operator(store.as_ref(), other).await?;
+            // A running gateway must not serve a balance older than this change.
+            let touched = touched.or_else(|| out["resolved"]["customer_id"].as_str().map(str::to_string));
+            if let (Some(redis), Some(id)) = (app::open_redis(&cli.db)?, touched)
+                && let Some(customer) = store.get_customer(&id).await?
+            {
+                redis.put_customer(&customer).await;
+            }
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(code)
         }
@@ -91,7 +99,8 @@ async fn serve(db: &recarga_server::config::DbConfig, rt: RuntimeConfig, roles: 
     } else {
         None
     };
-    let (app, _sim) = App::build(store, rt).await?;
+    let redis = app::open_redis(db)?;
+    let (app, _sim) = App::build(store, rt, redis).await?;
     if app.is_sandbox() {
         let demo_exists = app.config.demo && app.store.get_customer(cli::DEMO_ID).await?.is_some();
         print_sandbox_banner(&app, db, listener.as_ref(), demo_key.as_deref(), demo_exists);
@@ -195,6 +204,12 @@ fn print_sandbox_banner(
             println!("  demo customer DEMO_001 exists; issue a new key with: recarga key create --customer DEMO_001");
         }
         None => {}
+    }
+    if app.config.admin_key.is_none() {
+        println!(
+            "  operator key for this run (set ADMIN_KEY to choose one): {}",
+            app.admin_key
+        );
     }
     println!("{line}");
 }

@@ -162,6 +162,8 @@ pub async fn submit(
         Accepted::New(t) => {
             tracing::info!(id = %t.id, customer = %customer.id, phone = %input.phone, amount = %input.amount, "top-up accepted");
             app.hub.work_available();
+            app.customer_changed(&customer.id).await;
+            app.publish_topup(&t).await;
             (t, false)
         }
         Accepted::Existing(t) if t.request_hash != hash => {

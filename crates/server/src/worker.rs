@@ -217,6 +217,10 @@ async fn process(app: &App, topup: Topup) {
         match app.store.finish_attempt(&finish).await {
             Ok(Some(t)) => {
                 app.hub.topup_changed(&t.id);
+                if t.status.is_final() {
+                    app.customer_changed(&t.customer_id).await;
+                }
+                app.publish_topup(&t).await;
                 if t.status == recarga_domain::TopupStatus::Pending {
                     app.hub.work_available();
                 }
@@ -320,6 +324,8 @@ async fn check_status(app: &App, topup: Topup) -> Result<(), recarga_store::Stor
         Ok(t) => {
             tracing::info!(id = %t.id, status = %t.status, "UNKNOWN resolved by status query");
             app.hub.topup_changed(&t.id);
+            app.customer_changed(&t.customer_id).await;
+            app.publish_topup(&t).await;
             Ok(())
         }
         // Resolved meanwhile (by an operator or a late worker answer).

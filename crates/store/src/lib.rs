@@ -109,6 +109,10 @@ pub trait Store: Send + Sync + 'static {
     async fn list_unknown(&self) -> Result<Vec<Topup>>;
     async fn queue_counts(&self) -> Result<QueueCounts>;
 
+    /// Changes made by any process (PostgreSQL `LISTEN/NOTIFY`), or `None`
+    /// where the engine cannot tell (SQLite: callers poll).
+    async fn subscribe(&self) -> Result<Option<tokio::sync::mpsc::Receiver<StoreEvent>>>;
+
     /// Every ledger invariant, checked in the database.
     async fn audit(&self) -> Result<AuditReport>;
 }

@@ -1,9 +1,9 @@
 //! Rows and commands of the store, typed with the domain's newtypes.
 
 use recarga_domain::{CatalogueRule, Currency, Money, TopupStatus};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct Customer {
     pub id: String,
     pub name: String,
@@ -25,6 +25,10 @@ pub struct Customer {
     pub active: bool,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Bumped by every change of the row: newer always wins in caches.
+    pub version: i64,
+    /// Requests per second allowed; `None` uses the gateway default, 0 is unlimited.
+    pub rate_limit_per_s: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -74,6 +78,8 @@ pub struct CustomerPatch {
     pub catalogue: Option<CatalogueRule>,
     pub active: Option<bool>,
     pub fx_rate_micro: Option<i64>,
+    /// `Some(None)` returns to the gateway default.
+    pub rate_limit_per_s: Option<Option<i64>>,
 }
 
 #[derive(Debug, Clone)]
@@ -305,13 +311,25 @@ pub struct Resolution {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct QueueCounts {
+    /// PENDING and due now.
     pub pending: i64,
+    /// PENDING but waiting for a retry time.
+    pub delayed: i64,
     pub processing: i64,
     pub success: i64,
     pub failed: i64,
     pub unknown: i64,
     /// Age in ms of the oldest PENDING row, if any.
     pub oldest_pending_ms: Option<i64>,
+}
+
+/// A change another process may want to hear about at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreEvent {
+    /// New PENDING work.
+    Work,
+    /// A top-up changed state.
+    Topup(String),
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 /// Connections per process; replicas multiply it, so keep it modest.
 pub const PG_POOL_MAX: u32 = 16;
+/// Notifications buffered between the listener and the process.
+pub const EVENT_BUFFER: usize = 4096;
 /// How long a request may wait for a free connection before failing.
 pub const PG_ACQUIRE_TIMEOUT_S: u64 = 10;
 
@@ -44,6 +46,33 @@ impl PgStore {
     async fn begin(&self) -> crate::Result<Transaction<'static, Postgres>> {
         Ok(self.pool.begin().await?)
     }
+
+    /// Forwards `recarga_work` / `recarga_topup` notifications. The listener
+    /// reconnects by itself; notifications sent while it was away are lost,
+    /// which only costs latency (every waiter also polls).
+    async fn subscribe_events(&self) -> crate::Result<Option<tokio::sync::mpsc::Receiver<crate::StoreEvent>>> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+        listener.listen_all(["recarga_work", "recarga_topup"]).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(EVENT_BUFFER);
+        tokio::spawn(async move {
+            loop {
+                let event = match listener.recv().await {
+                    Ok(n) if n.channel() == "recarga_work" => crate::StoreEvent::Work,
+                    Ok(n) => crate::StoreEvent::Topup(n.payload().to_string()),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "notification listener lost its connection; reconnecting");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        continue;
+                    }
+                };
+                // A full buffer drops the hint, never the work: waiters poll.
+                if let Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) = tx.try_send(event) {
+                    break;
+                }
+            }
+        });
+        Ok(Some(rx))
+    }
 }
 
 crate::sql::impl_store!(
@@ -52,5 +81,6 @@ crate::sql::impl_store!(
     sqlx::PgConnection,
     engine = "postgres",
     for_update = "FOR UPDATE",
-    skip_locked = "FOR UPDATE SKIP LOCKED"
+    skip_locked = "FOR UPDATE SKIP LOCKED",
+    notify = "SELECT pg_notify(CASE WHEN $1 = '' THEN 'recarga_work' ELSE 'recarga_topup' END, $1)"
 );

@@ -27,7 +27,15 @@ pub(crate) fn map_db(err: sqlx::Error) -> StoreError {
 }
 
 macro_rules! impl_store {
-    ($store:ty, $db:ty, $conn:ty, engine = $engine:literal, for_update = $fu:literal, skip_locked = $sl:literal) => {
+    (
+        $store:ty,
+        $db:ty,
+        $conn:ty,
+        engine = $engine:literal,
+        for_update = $fu:literal,
+        skip_locked = $sl:literal,
+        notify = $notify:literal
+    ) => {
         // Private helpers mirror the columns they write; a struct per call would add noise.
         #[allow(clippy::too_many_arguments)]
         impl $store {
@@ -57,6 +65,20 @@ macro_rules! impl_store {
                 .fetch_one(&mut *conn)
                 .await
                 .map_err($crate::sql::map_db)
+            }
+
+            /// Tells other processes (on commit) that something changed; a no-op
+            /// where the engine has no notifications.
+            async fn notify(conn: &mut $conn, event: &$crate::StoreEvent) -> $crate::Result<()> {
+                if $notify.is_empty() {
+                    return Ok(());
+                }
+                let payload = match event {
+                    $crate::StoreEvent::Work => String::new(),
+                    $crate::StoreEvent::Topup(id) => id.clone(),
+                };
+                sqlx::query($notify).bind(payload).execute(&mut *conn).await?;
+                Ok(())
             }
 
             async fn insert_event(
@@ -145,7 +167,7 @@ macro_rules! impl_store {
                 now: i64,
             ) -> $crate::Result<$crate::LedgerEntry> {
                 let balance: Option<i64> = sqlx::query_scalar(
-                    "UPDATE customers SET balance = balance + $2, updated_at = $3
+                    "UPDATE customers SET balance = balance + $2, updated_at = $3, version = version + 1
                      WHERE id = $1 AND balance + $2 >= -credit_limit RETURNING balance",
                 )
                 .bind(customer_id)
@@ -347,7 +369,8 @@ macro_rules! impl_store {
                         catalogue = COALESCE($9, catalogue),
                         active = COALESCE($10, active),
                         fx_rate_micro = COALESCE($11, fx_rate_micro),
-                        updated_at = $12
+                        rate_limit_per_s = CASE WHEN $13 THEN $14 ELSE rate_limit_per_s END,
+                        updated_at = $12, version = version + 1
                      WHERE id = $1 RETURNING *",
                 )
                 .bind(id)
@@ -362,6 +385,8 @@ macro_rules! impl_store {
                 .bind(patch.active)
                 .bind(patch.fx_rate_micro)
                 .bind(now)
+                .bind(patch.rate_limit_per_s.is_some())
+                .bind(patch.rate_limit_per_s.flatten())
                 .fetch_one(&mut *tx)
                 .await
                 .map_err($crate::sql::map_db)?;
@@ -514,7 +539,7 @@ macro_rules! impl_store {
                     };
                 };
                 let hold: Option<(i64, Option<i64>)> = sqlx::query_as(
-                    "UPDATE customers SET balance = balance - $2, updated_at = $3
+                    "UPDATE customers SET balance = balance - $2, updated_at = $3, version = version + 1
                      WHERE id = $1 AND active AND balance - $2 >= -credit_limit RETURNING balance, daily_limit",
                 )
                 .bind(&new.customer_id)
@@ -552,6 +577,7 @@ macro_rules! impl_store {
                 Self::insert_ledger(&mut tx, &new.customer_id, Some(&new.id), "hold", -new.held.0, balance, "api", None, now)
                     .await?;
                 Self::insert_event(&mut tx, &new.id, None, TopupStatus::Pending, "api", None, now).await?;
+                Self::notify(&mut tx, &$crate::StoreEvent::Work).await?;
                 tx.commit().await?;
                 Ok($crate::Accepted::New(topup))
             }
@@ -727,6 +753,10 @@ macro_rules! impl_store {
                         row
                     }
                 };
+                Self::notify(&mut tx, &$crate::StoreEvent::Topup(updated.id.clone())).await?;
+                if updated.status == TopupStatus::Pending {
+                    Self::notify(&mut tx, &$crate::StoreEvent::Work).await?;
+                }
                 tx.commit().await?;
                 Ok(Some(updated))
             }
@@ -755,6 +785,7 @@ macro_rules! impl_store {
                         now,
                     )
                     .await?;
+                    Self::notify(&mut tx, &$crate::StoreEvent::Topup(id.clone())).await?;
                 }
                 tx.commit().await?;
                 Ok(ids)
@@ -839,6 +870,7 @@ macro_rules! impl_store {
                     now,
                 )
                 .await?;
+                Self::notify(&mut tx, &$crate::StoreEvent::Topup(updated.id.clone())).await?;
                 tx.commit().await?;
                 Ok(updated)
             }
@@ -850,13 +882,20 @@ macro_rules! impl_store {
             }
 
             async fn queue_counts(&self) -> $crate::Result<$crate::QueueCounts> {
-                let rows: Vec<(String, i64)> = sqlx::query_as("SELECT status, COUNT(*) FROM topups GROUP BY status")
-                    .fetch_all(self.read())
-                    .await?;
+                let now = $crate::now_ms();
+                let rows: Vec<(String, i64)> = sqlx::query_as(
+                    "SELECT CASE WHEN status = 'PENDING' AND next_attempt_at > $1 THEN 'DELAYED' ELSE status END,
+                            COUNT(*)
+                     FROM topups GROUP BY 1",
+                )
+                .bind(now)
+                .fetch_all(self.read())
+                .await?;
                 let mut counts = $crate::QueueCounts::default();
                 for (status, n) in rows {
                     match status.as_str() {
                         "PENDING" => counts.pending = n,
+                        "DELAYED" => counts.delayed = n,
                         "PROCESSING" => counts.processing = n,
                         "SUCCESS" => counts.success = n,
                         "FAILED" => counts.failed = n,
@@ -869,6 +908,10 @@ macro_rules! impl_store {
                     .await?;
                 counts.oldest_pending_ms = oldest.map(|t| ($crate::now_ms() - t).max(0));
                 Ok(counts)
+            }
+
+            async fn subscribe(&self) -> $crate::Result<Option<tokio::sync::mpsc::Receiver<$crate::StoreEvent>>> {
+                self.subscribe_events().await
             }
 
             async fn audit(&self) -> $crate::Result<$crate::AuditReport> {

@@ -64,6 +64,11 @@ impl SqliteStore {
     async fn begin(&self) -> crate::Result<Transaction<'static, Sqlite>> {
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
+
+    /// SQLite has no notifications: other processes on the same file poll.
+    async fn subscribe_events(&self) -> crate::Result<Option<tokio::sync::mpsc::Receiver<crate::StoreEvent>>> {
+        Ok(None)
+    }
 }
 
 crate::sql::impl_store!(
@@ -72,5 +77,6 @@ crate::sql::impl_store!(
     sqlx::SqliteConnection,
     engine = "sqlite",
     for_update = "",
-    skip_locked = ""
+    skip_locked = "",
+    notify = ""
 );

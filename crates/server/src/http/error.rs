@@ -103,6 +103,7 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub details: Option<Value>,
+    pub headers: Vec<(axum::http::HeaderName, axum::http::HeaderValue)>,
 }
 
 impl ApiError {
@@ -118,7 +119,15 @@ impl ApiError {
             code,
             message: message.into(),
             details: None,
+            headers: Vec::new(),
         }
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: impl ToString) -> Self {
+        if let Ok(v) = axum::http::HeaderValue::from_str(&value.to_string()) {
+            self.headers.push((axum::http::HeaderName::from_static(name), v));
+        }
+        self
     }
 
     pub fn with_details(mut self, details: Value) -> Self {
@@ -171,6 +180,9 @@ impl IntoResponse for ApiError {
         // The request id is added by `render_errors`, which finds this error
         // in the response extensions.
         let mut response = (self.status, Json(self.body(None))).into_response();
+        for (name, value) in &self.headers {
+            response.headers_mut().insert(name.clone(), value.clone());
+        }
         response.extensions_mut().insert(self);
         response
     }

@@ -110,14 +110,45 @@ impl FromRequestParts<App> for Caller {
         {
             return Err(invalid());
         }
-        let customer = app.store.get_customer(&stored.customer_id).await?.ok_or_else(invalid)?;
+        let customer = app.customer(&stored.customer_id).await?.ok_or_else(invalid)?;
         if !customer.active {
             return Err(ApiError::new("customer_inactive", "the customer account is inactive"));
+        }
+        if let Some(rate) = app.rate_hit(&customer).await
+            && !rate.allowed
+        {
+            return Err(
+                ApiError::new("rate_limited", format!("more than {} requests per second", rate.limit))
+                    .with_header("retry-after", 1)
+                    .with_header("x-ratelimit-limit", rate.limit)
+                    .with_header("x-ratelimit-remaining", rate.remaining)
+                    .with_header("x-ratelimit-reset", 1),
+            );
         }
         Ok(Caller {
             customer,
             key_prefix: stored.prefix,
         })
+    }
+}
+
+/// An operator authenticated by `x-admin-key` (scripts; pages use sessions).
+pub struct Admin;
+
+impl FromRequestParts<App> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
+        use subtle::ConstantTimeEq;
+        let presented = header(parts, "x-admin-key").unwrap_or("");
+        let ok: bool = presented.as_bytes().ct_eq(app.admin_key.as_bytes()).into();
+        if presented.is_empty() || !ok {
+            return Err(ApiError::new(
+                "admin_required",
+                "present the operator key as x-admin-key",
+            ));
+        }
+        Ok(Admin)
     }
 }
 

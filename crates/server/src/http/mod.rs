@@ -27,6 +27,7 @@ pub fn router(app: App) -> Router {
         .merge(v1::routes())
         .merge(compat::routes())
         .route("/health", get(health))
+        .route("/api/queue/stats", get(queue_stats))
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async {
             ApiError::new("method_not_allowed", "method not allowed on this route")
@@ -80,6 +81,10 @@ async fn health(State(app): State<App>) -> Response {
         Ok(()) => app.store.queue_counts().await.ok(),
         Err(_) => None,
     };
+    let redis = match &app.redis {
+        Some(r) => serde_json::json!({ "configured": true, "up": r.ping().await }),
+        None => serde_json::json!({ "configured": false, "up": false }),
+    };
     let upstream = app.provider.health();
     let ok = db.is_ok();
     let body = serde_json::json!({
@@ -93,6 +98,7 @@ async fn health(State(app): State<App>) -> Response {
             "detail": upstream.detail,
         },
         "queue": queue,
+        "redis": redis,
         "version": env!("CARGO_PKG_VERSION"),
     });
     let status = if ok {
@@ -101,4 +107,28 @@ async fn health(State(app): State<App>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(body)).into_response()
+}
+
+/// Queue counts in the old system's shape, plus UNKNOWN and the oldest
+/// pending age. Operators only (`x-admin-key`).
+async fn queue_stats(State(app): State<App>, _admin: extract::Admin) -> Result<Json<serde_json::Value>, ApiError> {
+    let q = app.store.queue_counts().await?;
+    let redis_up = match &app.redis {
+        Some(r) => r.ping().await,
+        None => false,
+    };
+    Ok(Json(serde_json::json!({
+        "success": true,
+        "queue": {
+            "waiting": q.pending,
+            "active": q.processing,
+            "completed": q.success,
+            "failed": q.failed,
+            "delayed": q.delayed,
+            "unknown": q.unknown,
+            "total": q.pending + q.delayed + q.processing + q.success + q.failed + q.unknown,
+            "oldest_pending_age_s": q.oldest_pending_ms.map(|ms| ms / 1000),
+        },
+        "redis": redis_up,
+    })))
 }

@@ -32,6 +32,9 @@ pub struct Opts {
     pub concurrency: usize,
     pub sync_wait_s: u64,
     pub workers: bool,
+    /// Shared cache, rate limits and events through this Redis.
+    pub redis_url: Option<String>,
+    pub rate_limit_per_s: u64,
 }
 
 impl Default for Opts {
@@ -46,6 +49,8 @@ impl Default for Opts {
             concurrency: 64,
             sync_wait_s: 10,
             workers: true,
+            redis_url: None,
+            rate_limit_per_s: 0,
         }
     }
 }
@@ -92,6 +97,8 @@ pub fn runtime_config(opts: &Opts) -> RuntimeConfig {
         opts.unknown_deadline_s.to_string(),
         "--demo".into(),
         "false".into(),
+        "--rate-limit-per-s".into(),
+        opts.rate_limit_per_s.to_string(),
     ];
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let rt = RuntimeConfig::from_args(&refs).expect("test config parses");
@@ -106,7 +113,11 @@ impl TestApp {
 
     pub async fn spawn_with(engine: Engine, opts: Opts) -> TestApp {
         let db = testing::fresh(engine).await;
-        let (app, sim) = App::build(db.store.clone(), runtime_config(&opts))
+        let redis = opts.redis_url.as_deref().map(|url| {
+            let prefix = format!("recarga-test:{}:", uuid::Uuid::now_v7().simple());
+            Arc::new(recarga_server::redis_link::RedisLink::connect(url, &prefix).expect("redis link"))
+        });
+        let (app, sim) = App::build(db.store.clone(), runtime_config(&opts), redis)
             .await
             .expect("build the gateway");
         let sandbox = sim.expect("the sandbox upstream runs a simulator");
