@@ -185,6 +185,8 @@ async fn bad_input_is_refused_with_its_code_and_moves_no_money() {
             ..Default::default()
         };
         t.store().update_customer("CI", &patch, "test").await.unwrap();
+        // Operator changes go through the gateway's write-through (as the CLI does).
+        t.app.customer_changed("CI").await;
 
         let unknown_key = format!("rk_{}_{}", random_hex(12), random_hex(40));
         let mut tampered = key.clone();
@@ -1132,7 +1134,7 @@ async fn balance_products_and_health() {
         assert_eq!(r.status, StatusCode::OK, "{}", r.text);
         assert_eq!(r.json["status"], "ok");
         assert_eq!(r.json["database"]["ok"], true);
-        let engine_name = match engine {
+        let engine_name = match engine.engine {
             recarga_store::testing::Engine::Sqlite => "sqlite",
             recarga_store::testing::Engine::Postgres => "postgres",
         };

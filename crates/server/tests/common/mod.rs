@@ -17,7 +17,43 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-pub use recarga_store::testing::engines;
+/// One cell of the test matrix: a database engine, optionally with Redis.
+#[derive(Clone, Copy)]
+pub struct Setup {
+    pub engine: Engine,
+    pub redis_url: Option<&'static str>,
+}
+
+impl std::fmt::Debug for Setup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.redis_url {
+            Some(_) => write!(f, "{:?}+Redis", self.engine),
+            None => write!(f, "{:?}", self.engine),
+        }
+    }
+}
+
+/// SQLite always; PostgreSQL with `TEST_DATABASE_URL`; and with
+/// `TEST_REDIS_URL`, the richest engine again with Redis in front.
+pub fn engines() -> Vec<Setup> {
+    let engines = testing::engines();
+    let mut out: Vec<Setup> = engines
+        .iter()
+        .map(|&engine| Setup {
+            engine,
+            redis_url: None,
+        })
+        .collect();
+    if let Some(url) = std::env::var("TEST_REDIS_URL").ok().filter(|u| !u.is_empty()) {
+        let engine = *engines.last().expect("at least SQLite");
+        // Leaked once per test: keeps `Setup` Copy like the engine it extends.
+        out.push(Setup {
+            engine,
+            redis_url: Some(Box::leak(url.into_boxed_str())),
+        });
+    }
+    out
+}
 
 /// Settings for a test gateway; the defaults make the sandbox answer in
 /// 20–60 ms and time out after 1 s, with status checks every second.
@@ -61,6 +97,7 @@ pub struct TestApp {
     pub sandbox: Arc<Simulator>,
     pub db: TestDb,
     pub engine: Engine,
+    pub setup: Setup,
     pub http: reqwest::Client,
     shutdown: CancellationToken,
     handle: tokio::task::JoinHandle<()>,
@@ -107,16 +144,23 @@ pub fn runtime_config(opts: &Opts) -> RuntimeConfig {
 }
 
 impl TestApp {
-    pub async fn spawn(engine: Engine) -> TestApp {
-        Self::spawn_with(engine, Opts::default()).await
+    pub async fn spawn(setup: Setup) -> TestApp {
+        Self::spawn_with(setup, Opts::default()).await
     }
 
-    pub async fn spawn_with(engine: Engine, opts: Opts) -> TestApp {
+    pub async fn spawn_with(setup: Setup, mut opts: Opts) -> TestApp {
+        let engine = setup.engine;
+        if opts.redis_url.is_none() {
+            opts.redis_url = setup.redis_url.map(str::to_string);
+        }
         let db = testing::fresh(engine).await;
         let redis = opts.redis_url.as_deref().map(|url| {
             let prefix = format!("recarga-test:{}:", uuid::Uuid::now_v7().simple());
             Arc::new(recarga_server::redis_link::RedisLink::connect(url, &prefix).expect("redis link"))
         });
+        if let Some(link) = &redis {
+            assert!(link.ping().await, "TEST_REDIS_URL is set but Redis does not answer");
+        }
         let (app, sim) = App::build(db.store.clone(), runtime_config(&opts), redis)
             .await
             .expect("build the gateway");
@@ -142,6 +186,7 @@ impl TestApp {
             sandbox,
             db,
             engine,
+            setup,
             http,
             shutdown,
             handle,
@@ -221,7 +266,7 @@ impl TestApp {
                 tokio::time::Instant::now() < deadline,
                 "top-up {id} stuck in {} ({:?})",
                 t.status,
-                self.engine
+                self.setup
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -240,7 +285,7 @@ impl TestApp {
         assert!(
             report.is_clean(),
             "audit violations on {:?}: {:?}",
-            self.engine,
+            self.setup,
             report.violations
         );
     }
