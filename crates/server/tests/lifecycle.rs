@@ -197,3 +197,26 @@ async fn unknown_past_its_deadline_waits_for_an_operator() {
         t.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sync_wait_completes_when_another_process_finalises() {
+    for engine in engines() {
+        // This gateway has no workers: only the other one can finish the top-up.
+        let t = TestApp::spawn_with(
+            engine,
+            common::Opts {
+                workers: false,
+                ..Default::default()
+            },
+        )
+        .await;
+        let (_, key) = t.customer("C1", "100").await;
+        let other = t.spawn_other_worker(common::Opts::default()).await;
+        let (status, json) = t.topup(&key, body("5512345678", "10", "cross"), Some(10)).await;
+        assert_eq!(status, StatusCode::OK, "{engine:?}: {json}");
+        assert_eq!(json["status"], "SUCCESS");
+        other.cancel();
+        t.assert_audit_clean().await;
+        t.stop().await;
+    }
+}

@@ -193,6 +193,28 @@ impl TestApp {
         }
     }
 
+    /// Starts a second process-like worker over the same database: its own
+    /// hub, adapter and simulator, no HTTP. It shares nothing in memory with
+    /// this gateway, so a waiter here can only learn of its work through the
+    /// database (notifications on PostgreSQL, polling on SQLite).
+    pub async fn spawn_other_worker(&self, opts: Opts) -> CancellationToken {
+        let (other, _sim) = App::build(self.db.store.clone(), runtime_config(&opts), None)
+            .await
+            .expect("build the other worker");
+        let stop = CancellationToken::new();
+        let run = app::run(
+            other,
+            None,
+            Roles {
+                http: false,
+                workers: true,
+            },
+            stop.clone(),
+        );
+        tokio::spawn(async move { run.await.expect("other worker ran") });
+        stop
+    }
+
     pub fn store(&self) -> &dyn Store {
         self.db.store.as_ref()
     }
