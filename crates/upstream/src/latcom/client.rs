@@ -436,6 +436,8 @@ impl Provider for Latcom {
             ..Default::default()
         };
         let outcome = match reply {
+            // Login could not even connect: nothing was sent, like any refused connection.
+            Err(LoginError::Unreachable(reason)) => Outcome::NotSent { reason },
             Err(e) => Outcome::Blocked {
                 reason: e.health().state,
             },
