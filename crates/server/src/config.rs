@@ -180,6 +180,10 @@ pub struct RuntimeConfig {
     #[arg(long, env = "RECARGA_RATE_LIMIT_PER_S", default_value_t = 0)]
     pub rate_limit_per_s: u64,
 
+    /// How often the scheduler audits the ledger for `/metrics` (s); 0 = never.
+    #[arg(long, env = "RECARGA_AUDIT_INTERVAL_S", default_value_t = 600)]
+    pub audit_interval_s: u64,
+
     /// Create a demo customer on first start (sandbox only).
     #[arg(long, env = "RECARGA_DEMO", default_value_t = true, action = clap::ArgAction::Set)]
     pub demo: bool,

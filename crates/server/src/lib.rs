@@ -10,6 +10,7 @@ pub mod config;
 pub mod http;
 pub mod hub;
 pub mod keys;
+pub mod metrics;
 pub mod redis_link;
 pub mod topups;
 pub mod worker;

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 fn main() -> std::process::ExitCode {
     let _ = dotenvy::dotenv();
     let cli = Cli::parse();
-    init_logs();
+    init_logs(&cli.log, cli.log_format == "json");
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -26,13 +26,11 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn init_logs() {
+fn init_logs(filter: &str, json: bool) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("RECARGA_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if std::env::var("RECARGA_LOG_FORMAT").is_ok_and(|v| v == "json") {
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
         builder.json().init();
     } else {
         builder.init();
@@ -64,6 +62,10 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             .await
         }
         Command::LatcomSim(settings) => latcom_sim(settings).await,
+        Command::EnvExample => {
+            print!("{}", cli::env_example());
+            Ok(0)
+        }
         other => {
             let store = app::open_store(&cli.db).await?;
             let touched = cli::customer_touched(&other);

@@ -17,11 +17,14 @@ use sha2::{Digest, Sha256};
 use std::time::Duration;
 
 /// The request body of every top-up route: `{"phone","amount","reference"}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TopupBody {
+    #[schema(schema_with = crate::http::openapi::phone_input)]
     phone: Box<RawValue>,
+    #[schema(schema_with = crate::http::openapi::amount_input)]
     amount: Box<RawValue>,
+    #[schema(schema_with = crate::http::openapi::reference_input)]
     reference: Box<RawValue>,
 }
 
@@ -95,10 +98,11 @@ fn request_hash(input: &TopupInput) -> String {
 /// Accepts (or replays) a top-up and optionally waits for its final state.
 pub async fn submit(
     app: &App,
-    customer: &Customer,
+    caller: &crate::http::extract::Caller,
     input: TopupInput,
     wait: Option<Duration>,
 ) -> Result<Submitted, ApiError> {
+    let customer: &Customer = &caller.customer;
     if input.amount < customer.min_topup {
         return Err(ApiError::new(
             "amount_below_minimum",
@@ -157,11 +161,13 @@ pub async fn submit(
         fx_rate_micro: price.fx_rate_micro,
         held: price.held,
         sync_wait_until: wait.map(|w| now_ms() + w.as_millis() as i64),
+        request_id: caller.request_id.clone(),
     };
     let (topup, replayed) = match app.store.accept_topup(&new).await? {
         Accepted::New(t) => {
             tracing::info!(id = %t.id, customer = %customer.id, phone = %input.phone, amount = %input.amount, "top-up accepted");
             app.hub.work_available();
+            crate::metrics::topup_accepted(&t.product_id);
             app.customer_changed(&customer.id).await;
             app.publish_topup(&t).await;
             (t, false)

@@ -21,6 +21,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 /// Most rows claimed in one transaction.
 pub const CLAIM_BATCH_MAX: usize = 32;
@@ -113,10 +114,19 @@ pub async fn run_workers(app: App, shutdown: CancellationToken) {
                 },
             };
             let app = app.clone();
-            tracker.spawn(async move {
-                process(&app, topup).await;
-                drop(permit);
-            });
+            // The accepting request's id follows the top-up into the worker's logs.
+            let span = tracing::info_span!(
+                "topup",
+                id = %topup.id,
+                request_id = %topup.request_id.as_deref().unwrap_or("")
+            );
+            tracker.spawn(
+                async move {
+                    process(&app, topup).await;
+                    drop(permit);
+                }
+                .instrument(span),
+            );
         }
         if got < want {
             tokio::select! {
@@ -145,7 +155,11 @@ async fn process(app: &App, topup: Topup) {
     // so that a stuck call can never outlive the lease.
     let bound = app.config.upstream_timeout() + Duration::from_secs(5);
     let started = now_ms();
-    let attempt = match tokio::time::timeout(bound, app.provider.topup(&request)).await {
+    let clock = std::time::Instant::now();
+    crate::metrics::upstream_inflight(1.0);
+    let attempt = tokio::time::timeout(bound, app.provider.topup(&request)).await;
+    crate::metrics::upstream_inflight(-1.0);
+    let attempt = match attempt {
         Ok(a) => a,
         Err(_) => recarga_upstream::Attempt {
             outcome: Outcome::Unknown {
@@ -194,7 +208,7 @@ async fn process(app: &App, topup: Topup) {
                 reason: reason.clone(),
                 count_attempt: false,
             };
-            (retry, "not_sent", Some(reason))
+            (retry, "blocked", Some(reason))
         }
         Outcome::Unknown { reason, trans_id } => {
             let outcome = AttemptOutcome::Unknown {
@@ -207,6 +221,14 @@ async fn process(app: &App, topup: Topup) {
         }
     };
     tracing::info!(id = %topup.id, phone = %request.phone, outcome = label, "upstream answered");
+    crate::metrics::upstream_call(provider, label, clock.elapsed().as_secs_f64());
+    let finished_as = match &outcome {
+        AttemptOutcome::Success { .. } => "success",
+        AttemptOutcome::Failed { .. } => "failed",
+        AttemptOutcome::Unknown { .. } => "unknown",
+        AttemptOutcome::Retry { .. } => "retry",
+    };
+    crate::metrics::topup_finished(finished_as, &topup.product_id);
     let finish = Finish {
         topup_id: topup.id.clone(),
         lease_owner: owner,
@@ -243,6 +265,8 @@ async fn process(app: &App, topup: Topup) {
 pub async fn run_scheduler(app: App, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_millis(SCHEDULER_TICK_MS));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let audit_every = Duration::from_secs(app.config.audit_interval_s);
+    let mut last_audit: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -251,11 +275,28 @@ pub async fn run_scheduler(app: App, shutdown: CancellationToken) {
         if let Err(e) = scheduler_tick(&app).await {
             tracing::error!(error = %e, "scheduler tick failed");
         }
+        if !audit_every.is_zero() && last_audit.is_none_or(|t| t.elapsed() >= audit_every) {
+            last_audit = Some(tokio::time::Instant::now());
+            match app.store.audit().await {
+                Ok(report) => {
+                    if !report.is_clean() {
+                        tracing::error!(violations = ?report.violations, "ledger audit found violations");
+                    }
+                    crate::metrics::audit(report.is_clean());
+                }
+                Err(e) => tracing::error!(error = %e, "ledger audit could not run"),
+            }
+        }
     }
 }
 
 /// One pass of the scheduler; public so tests can drive it.
 pub async fn scheduler_tick(app: &App) -> Result<(), recarga_store::StoreError> {
+    crate::metrics::queue(&app.store.queue_counts().await?);
+    crate::metrics::upstream_ok(app.provider.health().ok);
+    if let Some(redis) = &app.redis {
+        crate::metrics::redis_up(redis.ping().await);
+    }
     let deadline_ms = app.config.unknown_deadline_s as i64 * 1000;
     for id in app.store.rescue_expired(deadline_ms).await? {
         tracing::warn!(id, "lease expired: top-up is UNKNOWN and will not be resent");

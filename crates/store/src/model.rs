@@ -146,6 +146,8 @@ pub struct NewTopup {
     pub held: Money,
     /// Set for a sync request: a duplicate before this instant answers 409.
     pub sync_wait_until: Option<i64>,
+    /// The accepting HTTP request, for following logs end to end.
+    pub request_id: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -196,6 +198,7 @@ pub struct Topup {
     pub created_at: i64,
     pub updated_at: i64,
     pub completed_at: Option<i64>,
+    pub request_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -508,8 +508,8 @@ macro_rules! impl_store {
                 let inserted = sqlx::query_as::<_, $crate::Topup>(
                     "INSERT INTO topups (id, customer_id, reference, request_hash, phone, face_value, product_id,
                                          amount_sent, vat, delivered, discount_bps, currency, fx_rate_micro, held,
-                                         status, next_attempt_at, sync_wait_until, created_at, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 'PENDING', $15, $16, $15, $15)
+                                         status, next_attempt_at, sync_wait_until, created_at, updated_at, request_id)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 'PENDING', $15, $16, $15, $15, $17)
                      ON CONFLICT (customer_id, reference) DO NOTHING RETURNING *",
                 )
                 .bind(&new.id)
@@ -528,6 +528,7 @@ macro_rules! impl_store {
                 .bind(new.held.0)
                 .bind(now)
                 .bind(new.sync_wait_until)
+                .bind(&new.request_id)
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err($crate::sql::map_db)?;

@@ -24,6 +24,7 @@ fn new_topup(customer: &str, reference: &str, held: i64) -> NewTopup {
         fx_rate_micro: None,
         held: Money(held),
         sync_wait_until: None,
+        request_id: Some(format!("req-{reference}")),
     }
 }
 

@@ -26,6 +26,7 @@ use recarga_store::Topup;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use std::time::Duration;
+use utoipa::ToSchema;
 
 pub fn routes() -> Router<App> {
     Router::new()
@@ -41,10 +42,13 @@ fn number(m: Money) -> Box<RawValue> {
         .unwrap_or_else(|_| RawValue::from_string("0".into()).unwrap_or_default())
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct CompatTransaction {
+    #[schema(example = "RLR0192f5a0c3d47e8a9b1c2d3e4f506172")]
     id: String,
+    #[schema(schema_with = super::openapi::topup_status)]
     status: &'static str,
+    #[schema(schema_with = super::openapi::decimal_number)]
     amount: Box<RawValue>,
     phone: String,
     reference: String,
@@ -52,7 +56,9 @@ struct CompatTransaction {
     upstream_transaction_id: Option<String>,
     carrier_transaction_id: Option<String>,
     error: Option<String>,
+    #[schema(format = DateTime)]
     created_at: String,
+    #[schema(format = DateTime)]
     completed_at: Option<String>,
 }
 
@@ -83,7 +89,7 @@ fn message_for(status: TopupStatus) -> &'static str {
 
 /// The old top-up answer. A struct, not `json!`: `json!` would turn the
 /// exact amount text back into a float.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct CompatTopupResponse {
     success: bool,
     message: &'static str,
@@ -101,6 +107,22 @@ fn topup_response(t: &Topup) -> Response {
     (super::v1::status_code_for(t.status), Json(body)).into_response()
 }
 
+/// Accept a top-up and wait for it (old shape).
+///
+/// Waits up to `RECARGA_SYNC_WAIT_S` for the final state: 200 when final, else
+/// 202 with the transaction still open. `success` is false only for FAILED.
+#[utoipa::path(
+    post,
+    path = "/api/enviadespensa/topup",
+    operation_id = "compatTopup",
+    tag = "compat",
+    request_body = TopupBody,
+    responses(
+        (status = 200, description = "Final: SUCCESS or FAILED.", body = CompatTopupResponse),
+        (status = 202, description = "Accepted; the outcome is still open. Check `check_status_url`.", body = CompatTopupResponse),
+    ),
+    security(("apiKey" = [], "customerId" = []), ("apiKey" = []), ("bearer" = [])),
+)]
 async fn topup_sync(
     State(app): State<App>,
     caller: Caller,
@@ -108,17 +130,30 @@ async fn topup_sync(
 ) -> Result<Response, ApiError> {
     let input = body.validate()?;
     let wait = Duration::from_secs(app.config.sync_wait_s);
-    let submitted = topups::submit(&app, &caller.customer, input, Some(wait)).await?;
+    let submitted = topups::submit(&app, &caller, input, Some(wait)).await?;
     Ok(topup_response(&submitted.topup))
 }
 
+/// Accept a top-up and answer at once (old shape).
+#[utoipa::path(
+    post,
+    path = "/api/enviadespensa/topup-async",
+    operation_id = "compatTopupAsync",
+    tag = "compat",
+    request_body = TopupBody,
+    responses(
+        (status = 200, description = "A replay of a top-up that is already final.", body = CompatTopupResponse),
+        (status = 202, description = "Accepted; check `check_status_url`.", body = CompatTopupResponse),
+    ),
+    security(("apiKey" = [], "customerId" = []), ("apiKey" = []), ("bearer" = [])),
+)]
 async fn topup_async(
     State(app): State<App>,
     caller: Caller,
     JsonBody(body): JsonBody<TopupBody>,
 ) -> Result<Response, ApiError> {
     let input = body.validate()?;
-    let submitted = topups::submit(&app, &caller.customer, input, None).await?;
+    let submitted = topups::submit(&app, &caller, input, None).await?;
     let mut response = topup_response(&submitted.topup);
     if !submitted.topup.status.is_final() {
         *response.status_mut() = StatusCode::ACCEPTED;
@@ -126,15 +161,26 @@ async fn topup_async(
     Ok(response)
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct CompatBalance {
     success: bool,
     customer_id: String,
+    #[schema(schema_with = super::openapi::decimal_number)]
     balance: Box<RawValue>,
+    #[schema(schema_with = super::openapi::decimal_number)]
     credit_limit: Box<RawValue>,
     currency: &'static str,
 }
 
+/// The caller's balance (old shape).
+#[utoipa::path(
+    get,
+    path = "/api/balance",
+    operation_id = "compatBalance",
+    tag = "compat",
+    responses((status = 200, description = "The balance.", body = CompatBalance)),
+    security(("apiKey" = [], "customerId" = []), ("apiKey" = []), ("bearer" = [])),
+)]
 async fn balance(caller: Caller) -> Json<CompatBalance> {
     let c = &caller.customer;
     Json(CompatBalance {
@@ -146,12 +192,22 @@ async fn balance(caller: Caller) -> Json<CompatBalance> {
     })
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct CompatTransactionResponse {
     success: bool,
     transaction: CompatTransaction,
 }
 
+/// One transaction of the caller (old shape; now authenticated).
+#[utoipa::path(
+    get,
+    path = "/api/transaction/{id}",
+    operation_id = "compatTransaction",
+    tag = "compat",
+    params(("id" = String, Path, description = "The transaction id.", example = "RLR0192f5a0c3d47e8a9b1c2d3e4f506172")),
+    responses((status = 200, description = "The transaction.", body = CompatTransactionResponse)),
+    security(("apiKey" = [], "customerId" = []), ("apiKey" = []), ("bearer" = [])),
+)]
 async fn transaction(
     State(app): State<App>,
     caller: Caller,

@@ -74,6 +74,8 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 pub struct Caller {
     pub customer: Customer,
     pub key_prefix: String,
+    /// `x-request-id` of this request, carried to the worker's logs.
+    pub request_id: Option<String>,
 }
 
 fn header<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
@@ -125,10 +127,8 @@ impl FromRequestParts<App> for Caller {
                     .with_header("x-ratelimit-reset", 1),
             );
         }
-        Ok(Caller {
-            customer,
-            key_prefix: stored.prefix,
-        })
+        let request_id = header(parts, "x-request-id").map(str::to_string);
+        Ok(Caller { customer, key_prefix: stored.prefix, request_id })
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod compat;
 pub mod error;
 pub mod extract;
+pub mod openapi;
 pub mod v1;
 pub mod views;
 
@@ -26,8 +27,10 @@ pub fn router(app: App) -> Router {
     Router::new()
         .merge(v1::routes())
         .merge(compat::routes())
+        .merge(openapi::routes())
         .route("/health", get(health))
         .route("/api/queue/stats", get(queue_stats))
+        .route("/metrics", get(metrics_text))
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async {
             ApiError::new("method_not_allowed", "method not allowed on this route")
@@ -37,6 +40,7 @@ pub fn router(app: App) -> Router {
             ApiError::internal("handler panicked").into_response()
         }))
         .layer(middleware::from_fn(render_errors))
+        .layer(middleware::from_fn(record_request))
         .layer(
             // Method and path only: query strings may hold phone numbers.
             TraceLayer::new_for_http().make_span_with(|req: &Request| {
@@ -51,6 +55,37 @@ pub fn router(app: App) -> Router {
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .with_state(app)
+}
+
+/// Times every request by its route template (never the raw path: ids and
+/// phone numbers must not become label values).
+async fn record_request(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let started = std::time::Instant::now();
+    let response = next.run(req).await;
+    crate::metrics::http_request(&route, &method, response.status().as_u16(), started.elapsed().as_secs_f64());
+    response
+}
+
+/// Prometheus metrics.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "operations",
+    responses((status = 200, description = "The Prometheus text exposition format.", content_type = "text/plain; version=0.0.4; charset=utf-8", body = String)),
+)]
+async fn metrics_text() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        crate::metrics::render(),
+    )
+        .into_response()
 }
 
 /// Adds the request id to every error body.
@@ -75,6 +110,16 @@ async fn render_errors(req: Request, next: Next) -> Response {
 }
 
 /// Public liveness and readiness: database, upstream, queue. No secrets.
+#[utoipa::path(
+    get,
+    path = "/health",
+    operation_id = "health",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The database answers (`status` is `degraded` when the upstream does not).", body = openapi::shapes::Health),
+        (status = 503, description = "The database does not answer.", body = openapi::shapes::Health),
+    ),
+)]
 async fn health(State(app): State<App>) -> Response {
     let db = app.store.ping().await;
     let queue = match &db {
@@ -111,6 +156,14 @@ async fn health(State(app): State<App>) -> Response {
 
 /// Queue counts in the old system's shape, plus UNKNOWN and the oldest
 /// pending age. Operators only (`x-admin-key`).
+#[utoipa::path(
+    get,
+    path = "/api/queue/stats",
+    operation_id = "queueStats",
+    tag = "operations",
+    responses((status = 200, description = "Queue counts.", body = openapi::shapes::QueueStats)),
+    security(("adminKey" = [])),
+)]
 async fn queue_stats(State(app): State<App>, _admin: extract::Admin) -> Result<Json<serde_json::Value>, ApiError> {
     let q = app.store.queue_counts().await?;
     let redis_up = match &app.redis {

@@ -39,6 +39,37 @@ pub fn status_code_for(status: TopupStatus) -> StatusCode {
     }
 }
 
+/// Accept a top-up.
+///
+/// Answers at once with 202 and the accepted top-up, unless `Prefer: wait=N`
+/// asks to wait up to N seconds (at most 30) for its final state: then 200 if
+/// it became final within the wait, else 202 with the same top-up, whose
+/// outcome is still open (never a false failure). Sending the same
+/// `reference` with the same phone and amount again answers with the
+/// original top-up (`idempotent-replayed: true`); nothing is charged twice.
+#[utoipa::path(
+    post,
+    path = "/v1/topups",
+    operation_id = "createTopup",
+    tag = "v1",
+    params(
+        ("Prefer" = Option<String>, Header, description = "`wait=N`: wait up to N seconds (capped at 30) for a final state.", example = "wait=10"),
+    ),
+    request_body = TopupBody,
+    responses(
+        (status = 200, description = "Final within the wait: SUCCESS or FAILED (a failure is in `failure`).", body = TopupView, headers(
+            ("location" = String, description = "`/v1/topups/{id}` of this top-up."),
+            ("idempotent-replayed" = String, description = "`true` when this answers an earlier request with the same reference."),
+            ("preference-applied" = String, description = "`wait=N` when `Prefer: wait=N` was honoured (N capped at 30)."),
+        )),
+        (status = 202, description = "Accepted; the outcome is still open (PENDING, PROCESSING or UNKNOWN). Poll `GET /v1/topups/{id}`.", body = TopupView, headers(
+            ("location" = String, description = "`/v1/topups/{id}` of this top-up."),
+            ("idempotent-replayed" = String, description = "`true` when this answers an earlier request with the same reference."),
+            ("preference-applied" = String, description = "`wait=N` when `Prefer: wait=N` was honoured (N capped at 30)."),
+        )),
+    ),
+    security(("bearer" = []), ("apiKey" = []), ("apiKey" = [], "customerId" = [])),
+)]
 async fn create_topup(
     State(app): State<App>,
     caller: Caller,
@@ -46,7 +77,7 @@ async fn create_topup(
     JsonBody(body): JsonBody<TopupBody>,
 ) -> Result<Response, ApiError> {
     let input = body.validate()?;
-    let submitted = topups::submit(&app, &caller.customer, input, wait).await?;
+    let submitted = topups::submit(&app, &caller, input, wait).await?;
     let mut response = (
         status_code_for(submitted.topup.status),
         Json(TopupView::from(&submitted.topup)),
@@ -67,6 +98,18 @@ async fn create_topup(
     Ok(response)
 }
 
+/// One top-up of the caller.
+///
+/// Another customer's top-up answers `not_found`, like a missing one.
+#[utoipa::path(
+    get,
+    path = "/v1/topups/{id}",
+    operation_id = "getTopup",
+    tag = "v1",
+    params(("id" = String, Path, description = "The top-up id (`RLR` + 32 hex digits).", example = "RLR0192f5a0c3d47e8a9b1c2d3e4f506172")),
+    responses((status = 200, description = "The top-up.", body = TopupView)),
+    security(("bearer" = []), ("apiKey" = []), ("apiKey" = [], "customerId" = [])),
+)]
 async fn get_topup(
     State(app): State<App>,
     caller: Caller,
@@ -85,6 +128,22 @@ async fn get_topup(
 pub const LIST_LIMIT_DEFAULT: i64 = 50;
 pub const LIST_LIMIT_MAX: i64 = 500;
 
+/// The caller's top-ups, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/topups",
+    operation_id = "listTopups",
+    tag = "v1",
+    params(
+        ("reference" = Option<String>, Query, description = "Only the top-up with this reference."),
+        ("status" = Option<String>, Query, description = "Only top-ups in this state (`TopupStatus`, any case)."),
+        ("phone" = Option<String>, Query, description = "Only top-ups to this phone (any accepted phone format)."),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "Page size, 1-500 (default 50)."),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page."),
+    ),
+    responses((status = 200, description = "One page of top-ups.", body = super::openapi::shapes::TopupList)),
+    security(("bearer" = []), ("apiKey" = []), ("apiKey" = [], "customerId" = [])),
+)]
 async fn list_topups(
     State(app): State<App>,
     caller: Caller,
@@ -128,10 +187,28 @@ async fn list_topups(
     Ok(Json(serde_json::json!({ "data": data, "next_cursor": next_cursor })))
 }
 
+/// The caller's balance.
+#[utoipa::path(
+    get,
+    path = "/v1/balance",
+    operation_id = "getBalance",
+    tag = "v1",
+    responses((status = 200, description = "The balance.", body = BalanceView)),
+    security(("bearer" = []), ("apiKey" = []), ("apiKey" = [], "customerId" = [])),
+)]
 async fn balance(caller: Caller) -> Json<BalanceView> {
     Json(BalanceView::from(&caller.customer))
 }
 
+/// What the caller may buy.
+#[utoipa::path(
+    get,
+    path = "/v1/products",
+    operation_id = "listProducts",
+    tag = "v1",
+    responses((status = 200, description = "The caller's products.", body = super::openapi::shapes::ProductList)),
+    security(("bearer" = []), ("apiKey" = []), ("apiKey" = [], "customerId" = [])),
+)]
 async fn products(caller: Caller) -> Json<serde_json::Value> {
     let products: Vec<_> = caller
         .customer

@@ -4,6 +4,7 @@
 use recarga_domain::Money;
 use recarga_store::{Customer, Topup};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 pub fn iso(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
@@ -11,9 +12,11 @@ pub fn iso(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Amount {
+    #[schema(example = "20.00")]
     pub amount: String,
+    #[schema(example = "MXN")]
     pub currency: &'static str,
 }
 
@@ -26,21 +29,28 @@ impl Amount {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Failure {
     pub code: String,
     pub message: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct TopupView {
+    #[schema(example = "RLR0192f5a0c3d47e8a9b1c2d3e4f506172")]
     pub id: String,
+    #[schema(example = "order-1234")]
     pub reference: String,
+    #[schema(schema_with = super::openapi::topup_status)]
     pub status: &'static str,
+    #[schema(example = "5512345678")]
     pub phone: String,
     /// Face value: what the phone receives.
+    #[schema(example = "20.00")]
     pub amount: String,
+    #[schema(example = "MXN")]
     pub currency: &'static str,
+    #[schema(example = "XOOM_20_MXN")]
     pub product_id: String,
     /// Sent to the upstream as its `amount` (MXN), before its VAT.
     pub amount_sent: String,
@@ -54,8 +64,11 @@ pub struct TopupView {
     pub upstream_transaction_id: Option<String>,
     pub carrier_transaction_id: Option<String>,
     pub failure: Option<Failure>,
+    #[schema(format = DateTime)]
     pub created_at: String,
+    #[schema(format = DateTime)]
     pub updated_at: String,
+    #[schema(format = DateTime)]
     pub completed_at: Option<String>,
 }
 
@@ -93,7 +106,7 @@ pub fn fx_text(micro: i64) -> String {
     format!("{}.{:06}", micro / 1_000_000, micro % 1_000_000)
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct BalanceView {
     pub customer_id: String,
     pub balance: String,
