@@ -63,11 +63,23 @@ pub fn env_example() -> String {
          # Defaults are shown commented out; nothing here is needed for the zero-setup sandbox run.\n",
     );
     let mut seen = std::collections::HashSet::new();
-    let sections = [("all commands", root.clone()), ("serve / worker", root.find_subcommand("serve").cloned().unwrap_or_default()), ("latcom-sim", root.find_subcommand("latcom-sim").cloned().unwrap_or_default())];
+    let sections = [
+        ("all commands", root.clone()),
+        (
+            "serve / worker",
+            root.find_subcommand("serve").cloned().unwrap_or_default(),
+        ),
+        (
+            "latcom-sim",
+            root.find_subcommand("latcom-sim").cloned().unwrap_or_default(),
+        ),
+    ];
     for (title, cmd) in sections {
         out.push_str(&format!("\n# --- {title} ---\n"));
         for arg in cmd.get_arguments() {
-            let Some(env) = arg.get_env().and_then(|e| e.to_str()) else { continue };
+            let Some(env) = arg.get_env().and_then(|e| e.to_str()) else {
+                continue;
+            };
             if !seen.insert(env.to_string()) {
                 continue;
             }
@@ -75,8 +87,11 @@ pub fn env_example() -> String {
             for line in help.lines() {
                 out.push_str(&format!("# {line}\n"));
             }
-            let default: Vec<String> =
-                arg.get_default_values().iter().map(|v| v.to_string_lossy().into_owned()).collect();
+            let default: Vec<String> = arg
+                .get_default_values()
+                .iter()
+                .map(|v| v.to_string_lossy().into_owned())
+                .collect();
             out.push_str(&format!("# {env}={}\n", default.join(",")));
         }
     }
@@ -526,8 +541,19 @@ mod tests {
             committed == env_example(),
             ".env.example is out of date: run `cargo run -q -- env-example > .env.example`"
         );
-        for name in ["DATABASE_URL", "REDIS_URL", "ADMIN_KEY", "PORT", "QUEUE_CONCURRENCY", "LATCOM_BASE_URL", "LATCOM_PASSWORD"] {
-            assert!(committed.contains(&format!("# {name}=")), "{name} missing from .env.example");
+        for name in [
+            "DATABASE_URL",
+            "REDIS_URL",
+            "ADMIN_KEY",
+            "PORT",
+            "QUEUE_CONCURRENCY",
+            "LATCOM_BASE_URL",
+            "LATCOM_PASSWORD",
+        ] {
+            assert!(
+                committed.contains(&format!("# {name}=")),
+                "{name} missing from .env.example"
+            );
         }
     }
 

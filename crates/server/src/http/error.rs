@@ -27,6 +27,11 @@ pub const CATALOGUE: &[(&str, u16, &str)] = &[
         402,
         "The balance (plus credit limit) does not cover the price.",
     ),
+    (
+        "admin_required",
+        401,
+        "This route needs the operator key (x-admin-key).",
+    ),
     ("customer_inactive", 403, "The customer account is deactivated."),
     ("not_found", 404, "No such resource for this customer."),
     ("method_not_allowed", 405, "The route exists but not with this method."),
@@ -84,6 +89,11 @@ pub const CATALOGUE: &[(&str, u16, &str)] = &[
         "reference_reused",
         422,
         "This reference was already used with a different body.",
+    ),
+    (
+        "rate_limited",
+        429,
+        "Too many requests for this customer; see Retry-After and X-RateLimit-*.",
     ),
     (
         "internal_error",

@@ -128,7 +128,11 @@ impl FromRequestParts<App> for Caller {
             );
         }
         let request_id = header(parts, "x-request-id").map(str::to_string);
-        Ok(Caller { customer, key_prefix: stored.prefix, request_id })
+        Ok(Caller {
+            customer,
+            key_prefix: stored.prefix,
+            request_id,
+        })
     }
 }
 

@@ -68,7 +68,12 @@ async fn record_request(req: Request, next: Next) -> Response {
     let method = req.method().to_string();
     let started = std::time::Instant::now();
     let response = next.run(req).await;
-    crate::metrics::http_request(&route, &method, response.status().as_u16(), started.elapsed().as_secs_f64());
+    crate::metrics::http_request(
+        &route,
+        &method,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
     response
 }
 
@@ -82,7 +87,10 @@ async fn record_request(req: Request, next: Next) -> Response {
 )]
 async fn metrics_text() -> Response {
     (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         crate::metrics::render(),
     )
         .into_response()

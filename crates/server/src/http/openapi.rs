@@ -47,7 +47,13 @@ pub const ADMIN_KEY: &str = "adminKey";
 /// Codes any operation can answer with.
 const ALWAYS: &[&str] = &["internal_error"];
 /// Codes of the `Caller` extractor (API key, customer, its store lookups).
-const AUTH: &[&str] = &["missing_api_key", "invalid_api_key", "customer_inactive", "unavailable"];
+const AUTH: &[&str] = &[
+    "missing_api_key",
+    "invalid_api_key",
+    "customer_inactive",
+    "rate_limited",
+    "unavailable",
+];
 /// Codes of the `JsonBody` extractor and of `TopupBody::validate`.
 const BODY: &[&str] = &[
     "unsupported_media_type",
@@ -85,7 +91,7 @@ pub const OPERATION_ERRORS: &[(&str, &[&[&str]])] = &[
     ("compatBalance", &[AUTH]),
     ("compatTransaction", &[AUTH, &["not_found"]]),
     ("health", &[]),
-    ("queueStats", &[&["unavailable"]]),
+    ("queueStats", &[&["admin_required", "unavailable"]]),
     ("metrics", &[]),
     ("openapi", &[]),
 ];
