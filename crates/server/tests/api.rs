@@ -453,6 +453,13 @@ async fn bad_input_is_refused_with_its_code_and_moves_no_money() {
                 "invalid_api_key",
             ),
             (
+                "a valid bearer key next to a different x-api-key",
+                post_topup(&t, &key, &ok)
+                    .header("x-api-key", "rk_0123456789ab_0123456789012345678901234567890123456789"),
+                401,
+                "invalid_api_key",
+            ),
+            (
                 "unknown API key",
                 post_topup(&t, &unknown_key, &ok),
                 401,

@@ -91,16 +91,25 @@ impl FromRequestParts<App> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
-        let presented = header(parts, "authorization")
+        let bearer = header(parts, "authorization")
             .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .map(str::trim)
-            .or_else(|| header(parts, "x-api-key"))
-            .ok_or_else(|| {
-                ApiError::new(
+            .map(str::trim);
+        let presented = match (bearer, header(parts, "x-api-key")) {
+            // Two different keys: refuse rather than guess which one is meant.
+            (Some(b), Some(x)) if b != x => {
+                return Err(ApiError::new(
+                    "invalid_api_key",
+                    "Authorization and x-api-key name different keys",
+                ));
+            }
+            (Some(key), _) | (None, Some(key)) => key,
+            (None, None) => {
+                return Err(ApiError::new(
                     "missing_api_key",
                     "present an API key as Authorization: Bearer or x-api-key",
-                )
-            })?;
+                ));
+            }
+        };
         let invalid = || ApiError::new("invalid_api_key", "the API key is not valid");
         let prefix = keys::prefix_of(presented).ok_or_else(invalid)?;
         let stored = app.store.find_api_key(prefix).await?.ok_or_else(invalid)?;

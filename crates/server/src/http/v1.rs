@@ -156,6 +156,10 @@ async fn list_topups(
     };
     for (key, value) in &params {
         let bad = |what: &str| ApiError::new("invalid_query", format!("{key}: {what}"));
+        // `?status=` means "no status filter", as most HTTP clients send it.
+        if value.is_empty() && matches!(key.as_str(), "reference" | "status" | "phone" | "cursor") {
+            continue;
+        }
         match key.as_str() {
             "reference" => filter.reference = Some(value.clone()),
             "status" => filter.status = Some(TopupStatus::parse(value).ok_or_else(|| bad("unknown status"))?),
