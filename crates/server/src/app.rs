@@ -97,6 +97,8 @@ impl App {
         config: RuntimeConfig,
         redis: Option<Arc<RedisLink>>,
     ) -> anyhow::Result<(App, Option<Arc<Simulator>>)> {
+        // Install the metrics recorder before anything is counted.
+        crate::metrics::handle();
         let settings = &config.latcom;
         let adapter = |base_url: String, username: String, password: String, dist_api: String, user_uid: String| {
             Latcom::new(LatcomConfig {

@@ -446,7 +446,7 @@ async fn token_expiry_under_load_needs_one_login_per_lifetime() {
         // max(lifetime − 30 s, lifetime / 2), i.e. every second for a 2 s
         // token, so about one login per elapsed second is expected: the bound
         // follows the clock (a loaded machine stretches the run), not the calls.
-        let bound = 3 + elapsed.as_secs() as u64;
+        let bound = 3 + elapsed.as_secs();
         assert!(
             logins <= bound && logins < N as u64 / 10,
             "{logins} logins for {N} top-ups over {:.1} s with 2 s tokens on {engine}: logins are not shared",

@@ -220,3 +220,53 @@ async fn sync_wait_completes_when_another_process_finalises() {
         t.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn operators_read_every_exchange_of_a_topup() {
+    for engine in engines() {
+        let t = TestApp::spawn(engine).await;
+        let (_, key) = t.customer("C1", "100").await;
+        // 996: HTTP 500 (but delivered) → UNKNOWN → status query → SUCCESS.
+        let (_, json) = t.topup(&key, body("5512345996", "10", "dispute"), None).await;
+        let id = json["id"].as_str().unwrap().to_string();
+        t.wait_final(&id, FINAL_WITHIN).await;
+        let url = format!("{}/api/admin/topups/{id}", t.base);
+        let denied = t.http.get(&url).send().await.unwrap();
+        assert_eq!(denied.status(), StatusCode::UNAUTHORIZED);
+        let as_customer = t.http.get(&url).header("x-admin-key", &key).send().await.unwrap();
+        assert_eq!(
+            as_customer.status(),
+            StatusCode::UNAUTHORIZED,
+            "an API key is not the operator key"
+        );
+        let res = t
+            .http
+            .get(&url)
+            .header("x-admin-key", t.app.admin_key.as_str())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let detail: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(detail["topup"]["status"], "SUCCESS");
+        let exchanges = detail["exchanges"].as_array().unwrap();
+        assert_eq!(exchanges[0]["kind"], "topup");
+        assert_eq!(exchanges[0]["http_status"], 500);
+        assert_eq!(exchanges[0]["outcome"], "unknown");
+        assert!(exchanges[0]["request"].as_str().unwrap().contains(&id));
+        let last = exchanges.last().unwrap();
+        assert_eq!(
+            (last["kind"].as_str(), last["outcome"].as_str()),
+            (Some("status"), Some("success"))
+        );
+        assert!(last["carrier_transaction_id"].is_string());
+        let states: Vec<&str> = detail["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["to"].as_str())
+            .collect();
+        assert_eq!(states, ["PENDING", "PROCESSING", "UNKNOWN", "SUCCESS"]);
+        t.stop().await;
+    }
+}

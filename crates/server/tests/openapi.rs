@@ -427,7 +427,7 @@ async fn serves_the_document_and_every_operation_answers_as_documented() {
         (
             Method::GET,
             "/api/queue/stats".into(),
-            vec![("x-admin-key", admin)],
+            vec![("x-admin-key", admin.clone())],
             None,
             200,
         ),
@@ -517,6 +517,13 @@ async fn serves_the_document_and_every_operation_answers_as_documented() {
                 first_id = Some(id.to_string());
                 requests.push((Method::GET, format!("/v1/topups/{id}"), auth.clone(), None, 200));
                 requests.push((Method::GET, format!("/api/transaction/{id}"), compat.clone(), None, 200));
+                requests.push((
+                    Method::GET,
+                    format!("/api/admin/topups/{id}"),
+                    vec![("x-admin-key", admin.clone())],
+                    None,
+                    200,
+                ));
             }
         }
     }

@@ -30,6 +30,7 @@ pub fn router(app: App) -> Router {
         .merge(openapi::routes())
         .route("/health", get(health))
         .route("/api/queue/stats", get(queue_stats))
+        .route("/api/admin/topups/{id}", get(admin_topup))
         .route("/metrics", get(metrics_text))
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async {
@@ -160,6 +161,69 @@ async fn health(State(app): State<App>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(body)).into_response()
+}
+
+/// One top-up with everything a dispute needs: its state history and every
+/// upstream exchange (request without the token, response, HTTP status,
+/// times, Latcom's `transId`, the carrier's `venTransid`). Operators only.
+#[utoipa::path(
+    get,
+    path = "/api/admin/topups/{id}",
+    operation_id = "adminTopup",
+    tag = "operations",
+    params(("id" = String, Path, description = "Our transaction id (RLR…).")),
+    responses((status = 200, description = "The top-up, its events and its upstream exchanges.", body = openapi::shapes::AdminTopup)),
+    security(("adminKey" = [])),
+)]
+async fn admin_topup(
+    State(app): State<App>,
+    _admin: extract::Admin,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let topup = app.store.get_topup(&id).await?.ok_or_else(ApiError::not_found)?;
+    let exchanges: Vec<serde_json::Value> = app
+        .store
+        .exchanges(&id)
+        .await?
+        .into_iter()
+        .map(|e| {
+            serde_json::json!({
+                "kind": e.kind,
+                "provider": e.provider,
+                "outcome": e.outcome,
+                "detail": e.detail,
+                "http_status": e.http_status,
+                "request": e.request,
+                "response": e.response,
+                "upstream_transaction_id": e.trans_id,
+                "carrier_transaction_id": e.ven_transid,
+                "started_at": views::iso(e.started_at),
+                "ended_at": views::iso(e.ended_at),
+                "latency_ms": e.ended_at - e.started_at,
+            })
+        })
+        .collect();
+    let events: Vec<serde_json::Value> = app
+        .store
+        .events(&id)
+        .await?
+        .into_iter()
+        .map(|e| {
+            serde_json::json!({
+                "from": e.from_status,
+                "to": e.to_status,
+                "actor": e.actor,
+                "reason": e.reason,
+                "at": views::iso(e.created_at),
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({
+        "customer_id": topup.customer_id,
+        "topup": views::TopupView::from(&topup),
+        "events": events,
+        "exchanges": exchanges,
+    })))
 }
 
 /// Queue counts in the old system's shape, plus UNKNOWN and the oldest

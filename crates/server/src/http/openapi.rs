@@ -92,6 +92,7 @@ pub const OPERATION_ERRORS: &[(&str, &[&[&str]])] = &[
     ("compatTransaction", &[AUTH, &["not_found"]]),
     ("health", &[]),
     ("queueStats", &[&["admin_required", "unavailable"]]),
+    ("adminTopup", &[&["admin_required", "not_found", "unavailable"]]),
     ("metrics", &[]),
     ("openapi", &[]),
 ];
@@ -144,6 +145,7 @@ Every error answers with the same body (`Error`): a stable machine-matchable `co
         compat::transaction,
         super::health,
         super::queue_stats,
+        super::admin_topup,
         super::metrics_text,
         openapi_json,
     ),
@@ -588,6 +590,46 @@ pub mod shapes {
         pub total: i64,
         /// Age in seconds of the oldest PENDING row.
         pub oldest_pending_age_s: Option<i64>,
+    }
+
+    /// One state change of a top-up.
+    #[derive(ToSchema)]
+    pub struct AdminEvent {
+        pub from: Option<String>,
+        pub to: String,
+        /// `api`, `worker`, `rescuer`, `status-query`, or the operator.
+        pub actor: String,
+        pub reason: Option<String>,
+        pub at: String,
+    }
+
+    /// One request/response with the upstream, as stored for disputes.
+    #[derive(ToSchema)]
+    pub struct AdminExchange {
+        /// `topup` or `status`.
+        pub kind: String,
+        pub provider: String,
+        /// `success`, `failed`, `unknown`, `not_sent`, `blocked`.
+        pub outcome: String,
+        pub detail: Option<String>,
+        pub http_status: Option<i64>,
+        /// The request as sent, without the bearer token.
+        pub request: Option<String>,
+        pub response: Option<String>,
+        pub upstream_transaction_id: Option<String>,
+        pub carrier_transaction_id: Option<String>,
+        pub started_at: String,
+        pub ended_at: String,
+        pub latency_ms: i64,
+    }
+
+    /// `GET /api/admin/topups/{id}`.
+    #[derive(ToSchema)]
+    pub struct AdminTopup {
+        pub customer_id: String,
+        pub topup: crate::http::views::TopupView,
+        pub events: Vec<AdminEvent>,
+        pub exchanges: Vec<AdminExchange>,
     }
 
     /// `GET /api/queue/stats`.
