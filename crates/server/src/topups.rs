@@ -127,14 +127,8 @@ pub async fn submit(
             let products: Vec<_> = customer
                 .catalogue
                 .products()
-                .into_iter()
-                .map(|p| {
-                    serde_json::json!({
-                        "product_id": p.id,
-                        "min": p.min_face_value.to_decimal_string(),
-                        "max": p.max_face_value.to_decimal_string(),
-                    })
-                })
+                .iter()
+                .map(crate::http::views::product_json)
                 .collect();
             ApiError::new(
                 "amount_not_available",

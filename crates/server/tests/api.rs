@@ -598,7 +598,9 @@ async fn bad_input_is_refused_with_its_code_and_moves_no_money() {
                 .all(|p| p["product_id"].as_str().unwrap().starts_with("XOOM_"))
         );
         assert!(
-            allowed.contains(&json!({"product_id": "XOOM_20_MXN", "min": "20.00", "max": "20.00"})),
+            allowed.contains(&json!({
+                "product_id": "XOOM_20_MXN", "min_amount": "20.00", "max_amount": "20.00", "currency": "MXN", "vat_bps": 0
+            })),
             "{}",
             xoom.text
         );

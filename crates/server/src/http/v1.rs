@@ -218,16 +218,8 @@ async fn products(caller: Caller) -> Json<serde_json::Value> {
         .customer
         .catalogue
         .products()
-        .into_iter()
-        .map(|p| {
-            serde_json::json!({
-                "product_id": p.id,
-                "min_amount": p.min_face_value.to_decimal_string(),
-                "max_amount": p.max_face_value.to_decimal_string(),
-                "currency": "MXN",
-                "vat_bps": p.vat_bps,
-            })
-        })
+        .iter()
+        .map(super::views::product_json)
         .collect();
     Json(serde_json::json!({ "data": products }))
 }

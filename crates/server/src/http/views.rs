@@ -127,3 +127,14 @@ impl From<&Customer> for BalanceView {
         }
     }
 }
+
+/// A product as `GET /v1/products` lists it (and `amount_not_available` details repeat it).
+pub fn product_json(p: &recarga_domain::Product) -> serde_json::Value {
+    serde_json::json!({
+        "product_id": p.id,
+        "min_amount": p.min_face_value.to_decimal_string(),
+        "max_amount": p.max_face_value.to_decimal_string(),
+        "currency": "MXN",
+        "vat_bps": p.vat_bps,
+    })
+}
