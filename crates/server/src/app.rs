@@ -66,7 +66,7 @@ impl LocalLimiter {
 /// Opens and migrates the configured database.
 pub async fn open_store(db: &DbConfig) -> anyhow::Result<Arc<dyn Store>> {
     let url = db.url();
-    let store = recarga_store::connect(&url)
+    let store = recarga_store::connect_with(&url, db.db_pool_max)
         .await
         .with_context(|| format!("cannot open the database ({})", redact_url(&url)))?;
     store.migrate().await.context("database migration failed")?;

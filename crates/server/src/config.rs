@@ -26,6 +26,10 @@ pub struct DbConfig {
     #[arg(long, env = "REDIS_URL", global = true, hide_env_values = true)]
     pub redis_url: Option<String>,
 
+    /// PostgreSQL connections per process (replicas multiply it).
+    #[arg(long, env = "RECARGA_DB_POOL_MAX", default_value_t = 16, global = true)]
+    pub db_pool_max: u32,
+
     /// Prefix of every Redis key and channel (several deployments can share one Redis).
     #[arg(long, env = "RECARGA_REDIS_PREFIX", default_value = "recarga:", global = true)]
     pub redis_prefix: String,

@@ -82,13 +82,11 @@ pub fn upstream_ok(ok: bool) {
     metrics::gauge!("recarga_upstream_ok").set(if ok { 1.0 } else { 0.0 });
 }
 
-pub fn queue(counts: &recarga_store::QueueCounts) {
+pub fn queue(counts: &recarga_store::QueueBacklog) {
     for (state, n) in [
         ("pending", counts.pending),
         ("delayed", counts.delayed),
         ("processing", counts.processing),
-        ("success", counts.success),
-        ("failed", counts.failed),
         ("unknown", counts.unknown),
     ] {
         metrics::gauge!("recarga_queue_depth", "state" => state).set(n as f64);

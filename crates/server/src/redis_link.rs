@@ -19,6 +19,9 @@ use std::time::Duration;
 
 /// Longest wait for one Redis operation before falling back.
 pub const REDIS_OP_TIMEOUT_MS: u64 = 250;
+/// While Redis is known to be down, callers skip it (fail fast) and only one
+/// probe per this interval waits on it.
+pub const REDIS_RETRY_MS: i64 = 1_000;
 /// Lifetime of a cached customer: the safety net behind write-through.
 pub const CACHE_TTL_S: u64 = 30;
 
@@ -35,6 +38,11 @@ pub struct RedisLink {
     manager: ConnectionManager,
     prefix: String,
     up: AtomicBool,
+    /// When the last probe of a down Redis may be made again (ms since epoch).
+    next_probe_ms: std::sync::atomic::AtomicI64,
+    /// Cache keys whose write-through failed: deleted once Redis answers
+    /// again, so a value cached before an outage is never served after it.
+    dirty: std::sync::Mutex<std::collections::HashSet<String>>,
     put_if_newer: redis::Script,
 }
 
@@ -61,6 +69,8 @@ impl RedisLink {
             manager,
             prefix: prefix.to_string(),
             up: AtomicBool::new(true),
+            next_probe_ms: std::sync::atomic::AtomicI64::new(0),
+            dirty: std::sync::Mutex::new(std::collections::HashSet::new()),
             put_if_newer: redis::Script::new(PUT_IF_NEWER),
         })
     }
@@ -75,6 +85,19 @@ impl RedisLink {
 
     /// Runs one operation with the timeout, recording whether Redis answered.
     async fn run<T>(&self, op: impl std::future::Future<Output = redis::RedisResult<T>>) -> Option<T> {
+        if !self.is_up() {
+            // Fail fast while down: one caller per interval probes, the rest skip.
+            let now = chrono::Utc::now().timestamp_millis();
+            let due = self.next_probe_ms.load(Ordering::Relaxed);
+            let claimed = now >= due
+                && self
+                    .next_probe_ms
+                    .compare_exchange(due, now + REDIS_RETRY_MS, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok();
+            if !claimed {
+                return None;
+            }
+        }
         match tokio::time::timeout(Duration::from_millis(REDIS_OP_TIMEOUT_MS), op).await {
             Ok(Ok(v)) => {
                 if !self.up.swap(true, Ordering::Relaxed) {
@@ -111,6 +134,7 @@ impl RedisLink {
     }
 
     pub async fn get_customer(&self, id: &str) -> Option<Customer> {
+        self.clean_dirty().await?;
         let mut conn = self.manager.clone();
         let key = self.key(&format!("customer:{id}"));
         let json: Option<String> = self
@@ -127,7 +151,8 @@ impl RedisLink {
         let key = self.key(&format!("customer:{}", customer.id));
         let script = self.put_if_newer.clone();
         let version = customer.version;
-        let _: Option<i64> = self
+        let dirty_key = key.clone();
+        let written: Option<i64> = self
             .run(async move {
                 script
                     .key(key)
@@ -138,6 +163,30 @@ impl RedisLink {
                     .await
             })
             .await;
+        if written.is_none() {
+            self.dirty.lock().unwrap_or_else(|e| e.into_inner()).insert(dirty_key);
+        }
+    }
+
+    /// Deletes the keys whose write-through failed; `None` while that fails
+    /// (the caller then reads the database).
+    async fn clean_dirty(&self) -> Option<()> {
+        let stale: Vec<String> = {
+            let mut dirty = self.dirty.lock().unwrap_or_else(|e| e.into_inner());
+            if dirty.is_empty() {
+                return Some(());
+            }
+            dirty.drain().collect()
+        };
+        let mut conn = self.manager.clone();
+        let keys = stale.clone();
+        let deleted: Option<i64> = self
+            .run(async move { redis::cmd("DEL").arg(keys).query_async(&mut conn).await })
+            .await;
+        if deleted.is_none() {
+            self.dirty.lock().unwrap_or_else(|e| e.into_inner()).extend(stale);
+        }
+        deleted.map(|_| ())
     }
 
     /// Counts one request of `customer` in the current second.

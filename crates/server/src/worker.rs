@@ -292,7 +292,7 @@ pub async fn run_scheduler(app: App, shutdown: CancellationToken) {
 
 /// One pass of the scheduler; public so tests can drive it.
 pub async fn scheduler_tick(app: &App) -> Result<(), recarga_store::StoreError> {
-    crate::metrics::queue(&app.store.queue_counts().await?);
+    crate::metrics::queue(&app.store.queue_backlog().await?);
     crate::metrics::upstream_ok(app.provider.health().ok);
     if let Some(redis) = &app.redis {
         crate::metrics::redis_up(redis.ping().await);

@@ -108,6 +108,8 @@ pub trait Store: Send + Sync + 'static {
     async fn resolve_unknown(&self, resolution: &Resolution) -> Result<Topup>;
     async fn list_unknown(&self) -> Result<Vec<Topup>>;
     async fn queue_counts(&self) -> Result<QueueCounts>;
+    /// PENDING / PROCESSING / UNKNOWN counts only, from partial indexes.
+    async fn queue_backlog(&self) -> Result<QueueBacklog>;
 
     /// Changes made by any process (PostgreSQL `LISTEN/NOTIFY`), or `None`
     /// where the engine cannot tell (SQLite: callers poll).
@@ -120,8 +122,13 @@ pub trait Store: Send + Sync + 'static {
 /// Opens the store named by `database_url` (`postgres://…`, `sqlite://…` or a
 /// plain file path) without migrating it.
 pub async fn connect(database_url: &str) -> Result<Arc<dyn Store>> {
+    connect_with(database_url, pg::PG_POOL_MAX).await
+}
+
+/// [`connect`] with an explicit PostgreSQL pool size (SQLite ignores it).
+pub async fn connect_with(database_url: &str, pg_pool_max: u32) -> Result<Arc<dyn Store>> {
     if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
-        Ok(Arc::new(PgStore::connect(database_url).await?))
+        Ok(Arc::new(PgStore::connect_with(database_url, pg_pool_max).await?))
     } else {
         let path = database_url.strip_prefix("sqlite://").unwrap_or(database_url);
         Ok(Arc::new(SqliteStore::open(std::path::Path::new(path)).await?))

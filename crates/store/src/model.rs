@@ -312,6 +312,21 @@ pub struct Resolution {
     pub exchange: Option<NewExchange>,
 }
 
+/// The open part of the queue: cheap to count (partial indexes), so it is
+/// what `/health` and the per-second metrics show.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct QueueBacklog {
+    /// PENDING and due now.
+    pub pending: i64,
+    /// PENDING but waiting for a retry time.
+    pub delayed: i64,
+    pub processing: i64,
+    pub unknown: i64,
+    /// Age in ms of the oldest PENDING row, if any.
+    pub oldest_pending_ms: Option<i64>,
+}
+
+/// Every state, totals included: a scan of the whole history (operators only).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct QueueCounts {
     /// PENDING and due now.

@@ -23,8 +23,14 @@ impl PgStore {
     pub(crate) const MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
     pub async fn connect(url: &str) -> crate::Result<Self> {
+        Self::connect_with(url, PG_POOL_MAX).await
+    }
+
+    /// Opens a pool of at most `max_connections` (replicas multiply it: keep
+    /// replicas × this below the server's `max_connections`).
+    pub async fn connect_with(url: &str, max_connections: u32) -> crate::Result<Self> {
         let pool = PgPoolOptions::new()
-            .max_connections(PG_POOL_MAX)
+            .max_connections(max_connections.max(2))
             .acquire_timeout(Duration::from_secs(PG_ACQUIRE_TIMEOUT_S))
             .connect(url)
             .await?;

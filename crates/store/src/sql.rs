@@ -915,6 +915,35 @@ macro_rules! impl_store {
                 self.subscribe_events().await
             }
 
+            async fn queue_backlog(&self) -> $crate::Result<$crate::QueueBacklog> {
+                let now = $crate::now_ms();
+                let mut backlog = $crate::QueueBacklog::default();
+                backlog.pending = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM topups WHERE status = 'PENDING' AND next_attempt_at <= $1",
+                )
+                .bind(now)
+                .fetch_one(self.read())
+                .await?;
+                backlog.delayed = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM topups WHERE status = 'PENDING' AND next_attempt_at > $1",
+                )
+                .bind(now)
+                .fetch_one(self.read())
+                .await?;
+                backlog.processing = sqlx::query_scalar("SELECT COUNT(*) FROM topups WHERE status = 'PROCESSING'")
+                    .fetch_one(self.read())
+                    .await?;
+                backlog.unknown = sqlx::query_scalar("SELECT COUNT(*) FROM topups WHERE status = 'UNKNOWN'")
+                    .fetch_one(self.read())
+                    .await?;
+                let oldest: Option<i64> =
+                    sqlx::query_scalar("SELECT MIN(created_at) FROM topups WHERE status = 'PENDING'")
+                        .fetch_one(self.read())
+                        .await?;
+                backlog.oldest_pending_ms = oldest.map(|t| (now - t).max(0));
+                Ok(backlog)
+            }
+
             async fn audit(&self) -> $crate::Result<$crate::AuditReport> {
                 let pool = self.read();
                 let mut report = $crate::AuditReport::default();

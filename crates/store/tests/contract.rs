@@ -330,6 +330,9 @@ async fn claim_finish_and_lease_guard() {
         assert_eq!((again.len(), again[0].attempts), (1, 2));
         // 10.00 captured, 10.00 released, 10.00 + 10.00 held.
         assert_eq!(s.get_customer("C1").await.unwrap().unwrap().balance, Money(7_000));
+        let backlog = s.queue_backlog().await.unwrap();
+        assert_eq!((backlog.pending, backlog.processing, backlog.unknown), (0, 1, 1));
+        assert_eq!(backlog.oldest_pending_ms, None);
         let counts = s.queue_counts().await.unwrap();
         assert_eq!(
             (counts.success, counts.failed, counts.unknown, counts.processing),

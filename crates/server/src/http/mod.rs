@@ -132,7 +132,7 @@ async fn render_errors(req: Request, next: Next) -> Response {
 async fn health(State(app): State<App>) -> Response {
     let db = app.store.ping().await;
     let queue = match &db {
-        Ok(()) => app.store.queue_counts().await.ok(),
+        Ok(()) => app.store.queue_backlog().await.ok(),
         Err(_) => None,
     };
     let redis = match &app.redis {

@@ -539,14 +539,14 @@ pub mod shapes {
         pub detail: String,
     }
 
-    /// Row counts by state (`pending` is due now, `delayed` waits for a retry time).
+    /// The open part of the queue (`pending` is due now, `delayed` waits for a
+    /// retry time). Totals of finished top-ups are for operators only
+    /// (`/api/queue/stats`), not for this public route.
     #[derive(ToSchema)]
     pub struct QueueCounts {
         pub pending: i64,
         pub delayed: i64,
         pub processing: i64,
-        pub success: i64,
-        pub failed: i64,
         pub unknown: i64,
         /// Age in ms of the oldest PENDING row.
         pub oldest_pending_ms: Option<i64>,
