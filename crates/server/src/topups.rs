@@ -188,3 +188,56 @@ pub async fn submit(
     };
     Ok(Submitted { topup, replayed })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn body(amount_json: &str) -> Result<TopupInput, ApiError> {
+        let text = format!(r#"{{"phone":"5512345678","amount":{amount_json},"reference":"r-1"}}"#);
+        serde_json::from_str::<TopupBody>(&text)
+            .expect("well-formed body")
+            .validate()
+    }
+
+    proptest! {
+        /// Any amount in centavos round-trips exactly through the JSON edge,
+        /// written as a number or as a decimal string, never via a float.
+        #[test]
+        fn amounts_parse_exactly(minor in 1i64..=100_000_000) {
+            let text = Money(minor).to_decimal_string();
+            prop_assert_eq!(body(&text).map(|i| i.amount).ok(), Some(Money(minor)));
+            prop_assert_eq!(body(&format!("\"{text}\"")).map(|i| i.amount).ok(), Some(Money(minor)));
+        }
+
+        /// Whatever JSON value stands in for the amount, validation answers
+        /// (a value or a 4xx), never panics, and never accepts a non-positive amount.
+        #[test]
+        fn any_amount_value_is_answered(raw in prop_oneof![
+            any::<i64>().prop_map(|n| n.to_string()),
+            any::<f64>().prop_map(|f| format!("{f:?}")).prop_filter("finite JSON", |t| !t.contains("inf") && !t.contains("NaN")),
+            "\\PC{0,12}".prop_map(|s| serde_json::to_string(&s).unwrap_or_default()),
+            Just("null".to_string()), Just("true".to_string()), Just("[1]".to_string()), Just("{}".to_string()),
+        ]) {
+            let text = format!(r#"{{"phone":"5512345678","amount":{raw},"reference":"r-1"}}"#);
+            if let Ok(parsed) = serde_json::from_str::<TopupBody>(&text) {
+                match parsed.validate() {
+                    Ok(input) => prop_assert!(input.amount.is_positive()),
+                    Err(e) => prop_assert!(e.status.is_client_error()),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn numbers_and_strings_mean_the_same() {
+        assert_eq!(body("20").unwrap().amount, Money(2000));
+        assert_eq!(body("20.5").unwrap().amount, Money(2050));
+        assert_eq!(body(r#""20.50""#).unwrap().amount, Money(2050));
+        assert_eq!(body("1e3").unwrap_err().code, "invalid_amount");
+        assert_eq!(body("20.001").unwrap_err().code, "invalid_amount");
+        assert_eq!(body("-5").unwrap_err().code, "invalid_amount");
+        assert_eq!(body("0").unwrap_err().code, "invalid_amount");
+    }
+}
