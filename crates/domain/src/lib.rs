@@ -7,6 +7,7 @@
 //! value into what we send upstream and what we hold from the customer.
 
 pub mod catalogue;
+pub mod failpoint;
 pub mod ids;
 pub mod money;
 pub mod msisdn;

@@ -159,6 +159,7 @@ pub async fn submit(
     };
     let (topup, replayed) = match app.store.accept_topup(&new).await? {
         Accepted::New(t) => {
+            recarga_domain::failpoint::hit("accept.after_commit");
             tracing::info!(id = %t.id, customer = %customer.id, phone = %input.phone, amount = %input.amount, "top-up accepted");
             app.hub.work_available();
             crate::metrics::topup_accepted(&t.product_id);

@@ -102,6 +102,9 @@ pub async fn run_workers(app: App, shutdown: CancellationToken) {
             }
         };
         let got = claimed.len() as i64;
+        if got > 0 {
+            recarga_domain::failpoint::hit("worker.after_claim");
+        }
         for topup in claimed {
             // Only this loop takes permits and it claims no more than were
             // free, so this does not wait; if it ever did, waiting is right:
@@ -173,6 +176,7 @@ async fn process(app: &App, topup: Topup) {
             },
         },
     };
+    recarga_domain::failpoint::hit("worker.after_upstream");
     let now = now_ms();
     let (outcome, label, detail) = match attempt.outcome {
         Outcome::Success { trans_id, ven_transid } => {
@@ -324,6 +328,7 @@ pub async fn scheduler_tick(app: &App) -> Result<(), recarga_store::StoreError> 
 
 async fn check_status(app: &App, topup: Topup) -> Result<(), recarga_store::StoreError> {
     let check = app.provider.status(&topup.id, topup.upstream_trans_id.as_deref()).await;
+    recarga_domain::failpoint::hit("resolver.after_query");
     let provider = app.provider.name();
     let (outcome, trans_id, ven_transid, reason) = match check.answer {
         StatusAnswer::Delivered { trans_id, ven_transid } => (

@@ -434,6 +434,7 @@ macro_rules! impl_store {
                     now,
                 )
                 .await?;
+                recarga_domain::failpoint::hit("adjust.before_commit");
                 tx.commit().await?;
                 Ok(entry)
             }
@@ -579,6 +580,7 @@ macro_rules! impl_store {
                     .await?;
                 Self::insert_event(&mut tx, &new.id, None, TopupStatus::Pending, "api", None, now).await?;
                 Self::notify(&mut tx, &$crate::StoreEvent::Work).await?;
+                recarga_domain::failpoint::hit("accept.before_commit");
                 tx.commit().await?;
                 Ok($crate::Accepted::New(topup))
             }
@@ -758,6 +760,7 @@ macro_rules! impl_store {
                 if updated.status == TopupStatus::Pending {
                     Self::notify(&mut tx, &$crate::StoreEvent::Work).await?;
                 }
+                recarga_domain::failpoint::hit("finish.before_commit");
                 tx.commit().await?;
                 Ok(Some(updated))
             }
@@ -787,6 +790,9 @@ macro_rules! impl_store {
                     )
                     .await?;
                     Self::notify(&mut tx, &$crate::StoreEvent::Topup(id.clone())).await?;
+                }
+                if !ids.is_empty() {
+                    recarga_domain::failpoint::hit("rescue.before_commit");
                 }
                 tx.commit().await?;
                 Ok(ids)
@@ -872,6 +878,7 @@ macro_rules! impl_store {
                 )
                 .await?;
                 Self::notify(&mut tx, &$crate::StoreEvent::Topup(updated.id.clone())).await?;
+                recarga_domain::failpoint::hit("resolve.before_commit");
                 tx.commit().await?;
                 Ok(updated)
             }
