@@ -16,9 +16,14 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+/// Accept batches in flight at once on PostgreSQL (see `recarga_store::group_commit`).
+pub const ACCEPT_LANES_PG: usize = 4;
+
 #[derive(Clone)]
 pub struct App {
     pub store: Arc<dyn Store>,
+    /// Accepts go through here: concurrent ones share a transaction.
+    pub accepts: recarga_store::AcceptQueue,
     pub provider: Arc<dyn Provider>,
     pub hub: Arc<Hub>,
     pub config: Arc<RuntimeConfig>,
@@ -151,7 +156,11 @@ impl App {
             Some(key) => key.0.clone(),
             None => format!("adm_{}", uuid::Uuid::new_v4().simple()),
         };
+        // SQLite has one writer, so one lane; PostgreSQL commits batches of
+        // different customers in parallel.
+        let lanes = if store.engine() == "sqlite" { 1 } else { ACCEPT_LANES_PG };
         let app = App {
+            accepts: recarga_store::AcceptQueue::start(store.clone(), lanes),
             store,
             provider: Arc::new(latcom),
             hub: Hub::new(),

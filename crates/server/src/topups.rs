@@ -1,8 +1,10 @@
 //! The accept path, shared by `/v1` and the compatibility routes.
 //!
 //! Validation and pricing happen in memory first (a bad request never opens a
-//! transaction); then one store call writes the idempotency record, the
-//! PENDING row, the hold and the balance together. The response never waits
+//! transaction); then the accept queue (group commit, see
+//! `recarga_store::group_commit`) writes the idempotency record, the PENDING
+//! row, the hold and the balance together, in one transaction shared with the
+//! accepts that arrived at the same moment. The response never waits
 //! for the upstream unless the client asked to, and then only for a bounded
 //! time, after which it gets 202 with the same transaction (never a false
 //! failure).
@@ -157,7 +159,7 @@ pub async fn submit(
         sync_wait_until: wait.map(|w| now_ms() + w.as_millis() as i64),
         request_id: caller.request_id.clone(),
     };
-    let (topup, replayed) = match app.store.accept_topup(&new).await? {
+    let (topup, replayed) = match app.accepts.accept(new).await? {
         Accepted::New(t) => {
             recarga_domain::failpoint::hit("accept.after_commit");
             tracing::info!(id = %t.id, customer = %customer.id, phone = %input.phone, amount = %input.amount, "top-up accepted");

@@ -11,13 +11,17 @@
 //! IMMEDIATE`) are parameters. Amounts are `BIGINT` minor units and times are
 //! `BIGINT` milliseconds on both engines, so nothing is lost in translation.
 
+pub mod group_commit;
 mod model;
+mod ops;
 mod pg;
 mod sql;
 mod sqlite;
 pub mod testing;
 
+pub use group_commit::AcceptQueue;
 pub use model::*;
+pub use ops::*;
 pub use pg::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -44,6 +48,8 @@ pub enum StoreError {
     WrongState(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
     #[error("migration error: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
@@ -54,14 +60,15 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self,
-            StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_))
+            StoreError::Unavailable(_)
+                | StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_))
         )
     }
 }
 
 /// Everything the gateway asks of its database. See the crate docs.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: OpsStore + Send + Sync + 'static {
     /// `"postgres"` or `"sqlite"`.
     fn engine(&self) -> &'static str;
     async fn migrate(&self) -> Result<()>;
@@ -83,9 +90,20 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_api_key(&self, key_id: &str, actor: &str) -> Result<ApiKey>;
 
     // Top-ups.
-    /// The accept transaction: idempotency + row + hold + balance, or the
-    /// existing top-up for this `(customer, reference)`.
-    async fn accept_topup(&self, new: &NewTopup) -> Result<Accepted>;
+    /// The accept transaction for several requests at once (group commit):
+    /// for each, in order, idempotency + row + hold + balance, or the existing
+    /// top-up for its `(customer, reference)`, or its own refusal
+    /// (insufficient funds, daily limit, inactive, unknown customer). One DB
+    /// transaction and one commit for the whole batch; an `Err` for the batch
+    /// means nothing was written.
+    async fn accept_topups(&self, batch: &[NewTopup]) -> Result<Vec<Result<Accepted>>>;
+    /// [`Store::accept_topups`] for one request.
+    async fn accept_topup(&self, new: &NewTopup) -> Result<Accepted> {
+        self.accept_topups(std::slice::from_ref(new))
+            .await?
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::WrongState("no answer for the request".into())))
+    }
     async fn get_topup(&self, id: &str) -> Result<Option<Topup>>;
     async fn find_topup_by_reference(&self, customer_id: &str, reference: &str) -> Result<Option<Topup>>;
     async fn list_topups(&self, filter: &TopupFilter) -> Result<Vec<Topup>>;

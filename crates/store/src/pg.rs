@@ -90,3 +90,5 @@ crate::sql::impl_store!(
     skip_locked = "FOR UPDATE SKIP LOCKED",
     notify = "SELECT pg_notify(CASE WHEN $1 = '' THEN 'recarga_work' ELSE 'recarga_topup' END, $1)"
 );
+
+crate::ops::impl_ops!(PgStore, Postgres);

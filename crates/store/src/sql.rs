@@ -502,87 +502,196 @@ macro_rules! impl_store {
                 Ok(key)
             }
 
-            async fn accept_topup(&self, new: &$crate::NewTopup) -> $crate::Result<$crate::Accepted> {
+            async fn accept_topups(
+                &self,
+                batch: &[$crate::NewTopup],
+            ) -> $crate::Result<Vec<$crate::Result<$crate::Accepted>>> {
                 use recarga_domain::TopupStatus;
+                use std::collections::{BTreeMap, HashMap};
                 let now = $crate::now_ms();
+                let mut answers: Vec<Option<$crate::Result<$crate::Accepted>>> = batch.iter().map(|_| None).collect();
+                // Customers in id order, so two batches lock shared customers in
+                // the same order and cannot deadlock; requests in arrival order.
+                let mut by_customer: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+                for (i, new) in batch.iter().enumerate() {
+                    by_customer.entry(new.customer_id.as_str()).or_default().push(i);
+                }
                 let mut tx = self.begin().await?;
-                let inserted = sqlx::query_as::<_, $crate::Topup>(
-                    "INSERT INTO topups (id, customer_id, reference, request_hash, phone, face_value, product_id,
-                                         amount_sent, vat, delivered, discount_bps, currency, fx_rate_micro, held,
-                                         status, next_attempt_at, sync_wait_until, created_at, updated_at, request_id)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 'PENDING', $15, $16, $15, $15, $17)
-                     ON CONFLICT (customer_id, reference) DO NOTHING RETURNING *",
-                )
-                .bind(&new.id)
-                .bind(&new.customer_id)
-                .bind(&new.reference)
-                .bind(&new.request_hash)
-                .bind(&new.phone)
-                .bind(new.face_value.0)
-                .bind(&new.product_id)
-                .bind(new.amount_sent.0)
-                .bind(new.vat.0)
-                .bind(new.delivered.0)
-                .bind(new.discount_bps)
-                .bind(new.currency.as_str())
-                .bind(new.fx_rate_micro)
-                .bind(new.held.0)
-                .bind(now)
-                .bind(new.sync_wait_until)
-                .bind(&new.request_id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err($crate::sql::map_db)?;
-                let Some(topup) = inserted else {
-                    drop(tx);
-                    return match self.find_topup_by_reference(&new.customer_id, &new.reference).await? {
-                        Some(existing) => Ok($crate::Accepted::Existing(existing)),
-                        None => Err($crate::StoreError::WrongState("reference vanished during accept".into())),
-                    };
-                };
-                let hold: Option<(i64, Option<i64>)> = sqlx::query_as(
-                    "UPDATE customers SET balance = balance - $2, updated_at = $3, version = version + 1
-                     WHERE id = $1 AND active AND balance - $2 >= -credit_limit RETURNING balance, daily_limit",
-                )
-                .bind(&new.customer_id)
-                .bind(new.held.0)
-                .bind(now)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err($crate::sql::map_db)?;
-                let Some((balance, daily_limit)) = hold else {
-                    let active: Option<bool> = sqlx::query_scalar("SELECT active FROM customers WHERE id = $1")
-                        .bind(&new.customer_id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    return Err(match active {
-                        None => $crate::StoreError::NotFound,
-                        Some(false) => $crate::StoreError::CustomerInactive,
-                        Some(true) => $crate::StoreError::InsufficientFunds,
-                    });
-                };
-                if let Some(limit) = daily_limit {
-                    // The row lock taken by the UPDATE above serialises this
-                    // check with every other accept of the same customer.
-                    let used: i64 = sqlx::query_scalar(
-                        "SELECT CAST(COALESCE(SUM(face_value), 0) AS BIGINT) FROM topups
-                         WHERE customer_id = $1 AND created_at > $2 AND status <> 'FAILED'",
-                    )
-                    .bind(&new.customer_id)
-                    .bind(now - 24 * 3600 * 1000)
-                    .fetch_one(&mut *tx)
+                let mut accepted_any = false;
+                for (customer_id, items) in by_customer {
+                    // The customer's row lock comes first: every accept of this
+                    // customer, on any replica, waits here, so the references
+                    // read below cannot change before this transaction ends.
+                    let customer: Option<(i64, i64, bool, Option<i64>)> = sqlx::query_as(concat!(
+                        "SELECT balance, credit_limit, active, daily_limit FROM customers WHERE id = $1 ",
+                        $fu
+                    ))
+                    .bind(customer_id)
+                    .fetch_optional(&mut *tx)
                     .await?;
-                    if used > limit {
-                        return Err($crate::StoreError::DailyLimitExceeded);
+                    let mut q = sqlx::QueryBuilder::<$db>::new("SELECT * FROM topups WHERE customer_id = ");
+                    q.push_bind(customer_id).push(" AND reference IN (");
+                    let mut refs = q.separated(", ");
+                    for &i in &items {
+                        refs.push_bind(batch[i].reference.clone());
+                    }
+                    q.push(")");
+                    let mut existing: HashMap<String, $crate::Topup> = q
+                        .build_query_as::<$crate::Topup>()
+                        .fetch_all(&mut *tx)
+                        .await?
+                        .into_iter()
+                        .map(|t| (t.reference.clone(), t))
+                        .collect();
+                    let Some((mut balance, credit_limit, active, daily_limit)) = customer else {
+                        for &i in &items {
+                            answers[i] = Some(Err($crate::StoreError::NotFound));
+                        }
+                        continue;
+                    };
+                    let mut used_today = match daily_limit {
+                        Some(_) => sqlx::query_scalar::<_, i64>(
+                            "SELECT CAST(COALESCE(SUM(face_value), 0) AS BIGINT) FROM topups
+                             WHERE customer_id = $1 AND created_at > $2 AND status <> 'FAILED'",
+                        )
+                        .bind(customer_id)
+                        .bind(now - 24 * 3600 * 1000)
+                        .fetch_one(&mut *tx)
+                        .await?,
+                        None => 0,
+                    };
+                    // Each request gets its own answer, decided in arrival order
+                    // against the balance the requests before it left.
+                    let mut fresh: Vec<(usize, i64)> = Vec::new();
+                    let mut fresh_refs: HashMap<&str, usize> = HashMap::new();
+                    for &i in &items {
+                        let new = &batch[i];
+                        if let Some(t) = existing.get(&new.reference) {
+                            answers[i] = Some(Ok($crate::Accepted::Existing(t.clone())));
+                            continue;
+                        }
+                        if fresh_refs.contains_key(new.reference.as_str()) {
+                            continue; // a duplicate within this batch: answered after the insert
+                        }
+                        let refusal = if !active {
+                            Some($crate::StoreError::CustomerInactive)
+                        } else if balance - new.held.0 < -credit_limit {
+                            Some($crate::StoreError::InsufficientFunds)
+                        } else if daily_limit.is_some_and(|limit| used_today + new.face_value.0 > limit) {
+                            Some($crate::StoreError::DailyLimitExceeded)
+                        } else {
+                            None
+                        };
+                        if let Some(refusal) = refusal {
+                            answers[i] = Some(Err(refusal));
+                            continue;
+                        }
+                        balance -= new.held.0;
+                        used_today += new.face_value.0;
+                        fresh_refs.insert(new.reference.as_str(), i);
+                        fresh.push((i, balance));
+                    }
+                    if fresh.is_empty() {
+                        continue;
+                    }
+                    let mut q = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO topups (id, customer_id, reference, request_hash, phone, face_value, product_id,
+                                             amount_sent, vat, delivered, discount_bps, currency, fx_rate_micro, held,
+                                             status, next_attempt_at, sync_wait_until, created_at, updated_at, request_id) ",
+                    );
+                    q.push_values(&fresh, |mut row, &(i, _)| {
+                        let new = &batch[i];
+                        row.push_bind(new.id.clone())
+                            .push_bind(new.customer_id.clone())
+                            .push_bind(new.reference.clone())
+                            .push_bind(new.request_hash.clone())
+                            .push_bind(new.phone.clone())
+                            .push_bind(new.face_value.0)
+                            .push_bind(new.product_id.clone())
+                            .push_bind(new.amount_sent.0)
+                            .push_bind(new.vat.0)
+                            .push_bind(new.delivered.0)
+                            .push_bind(new.discount_bps)
+                            .push_bind(new.currency.as_str())
+                            .push_bind(new.fx_rate_micro)
+                            .push_bind(new.held.0)
+                            .push_bind(TopupStatus::Pending.as_str())
+                            .push_bind(now)
+                            .push_bind(new.sync_wait_until)
+                            .push_bind(now)
+                            .push_bind(now)
+                            .push_bind(new.request_id.clone());
+                    });
+                    q.push(" RETURNING *");
+                    let inserted = q.build_query_as::<$crate::Topup>().fetch_all(&mut *tx).await.map_err($crate::sql::map_db)?;
+                    if inserted.len() != fresh.len() {
+                        return Err($crate::StoreError::WrongState("the accept batch wrote fewer rows than planned".into()));
+                    }
+                    for t in inserted {
+                        existing.insert(t.reference.clone(), t);
+                    }
+                    sqlx::query(
+                        "UPDATE customers SET balance = $2, updated_at = $3, version = version + $4 WHERE id = $1",
+                    )
+                    .bind(customer_id)
+                    .bind(balance)
+                    .bind(now)
+                    .bind(fresh.len() as i64)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err($crate::sql::map_db)?;
+                    let mut q = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO ledger (customer_id, topup_id, kind, amount, balance_after, actor, reason, created_at) ",
+                    );
+                    q.push_values(&fresh, |mut row, &(i, balance_after)| {
+                        let new = &batch[i];
+                        row.push_bind(new.customer_id.clone())
+                            .push_bind(new.id.clone())
+                            .push_bind("hold")
+                            .push_bind(-new.held.0)
+                            .push_bind(balance_after)
+                            .push_bind("api")
+                            .push_bind(None::<String>)
+                            .push_bind(now);
+                    });
+                    q.build().execute(&mut *tx).await.map_err($crate::sql::map_db)?;
+                    let mut q = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO topup_events (topup_id, from_status, to_status, actor, reason, created_at) ",
+                    );
+                    q.push_values(&fresh, |mut row, &(i, _)| {
+                        row.push_bind(batch[i].id.clone())
+                            .push_bind(None::<String>)
+                            .push_bind(TopupStatus::Pending.as_str())
+                            .push_bind("api")
+                            .push_bind(None::<String>)
+                            .push_bind(now);
+                    });
+                    q.build().execute(&mut *tx).await?;
+                    accepted_any = true;
+                    for &i in &items {
+                        if answers[i].is_some() {
+                            continue;
+                        }
+                        let new = &batch[i];
+                        let row = existing.get(&new.reference).cloned().ok_or_else(|| {
+                            $crate::StoreError::WrongState("an accepted reference has no row".into())
+                        })?;
+                        answers[i] = Some(Ok(if row.id == new.id {
+                            $crate::Accepted::New(row)
+                        } else {
+                            $crate::Accepted::Existing(row)
+                        }));
                     }
                 }
-                Self::insert_ledger(&mut tx, &new.customer_id, Some(&new.id), "hold", -new.held.0, balance, "api", None, now)
-                    .await?;
-                Self::insert_event(&mut tx, &new.id, None, TopupStatus::Pending, "api", None, now).await?;
-                Self::notify(&mut tx, &$crate::StoreEvent::Work).await?;
-                recarga_domain::failpoint::hit("accept.before_commit");
+                if accepted_any {
+                    Self::notify(&mut tx, &$crate::StoreEvent::Work).await?;
+                    recarga_domain::failpoint::hit("accept.before_commit");
+                }
                 tx.commit().await?;
-                Ok($crate::Accepted::New(topup))
+                answers
+                    .into_iter()
+                    .map(|a| a.ok_or_else(|| $crate::StoreError::WrongState("a request was left unanswered".into())))
+                    .collect()
             }
 
             async fn get_topup(&self, id: &str) -> $crate::Result<Option<$crate::Topup>> {

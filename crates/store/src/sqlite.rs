@@ -80,3 +80,5 @@ crate::sql::impl_store!(
     skip_locked = "",
     notify = ""
 );
+
+crate::ops::impl_ops!(SqliteStore, Sqlite);

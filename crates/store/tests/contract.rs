@@ -525,3 +525,154 @@ async fn the_ledger_is_append_only_and_audit_catches_tampering() {
         );
     }
 }
+
+/// One batch, one transaction, one answer per request in arrival order: a
+/// replay, a duplicate inside the batch, refusals by funds and daily limit
+/// that later (smaller) requests may still pass, another customer, an unknown
+/// customer.
+#[tokio::test]
+async fn a_batch_answers_each_request_in_arrival_order() {
+    for engine in engines() {
+        let db = fresh(engine).await;
+        let s = db.store.as_ref();
+        customer(s, "A", 5_000).await;
+        customer(s, "B", 1_000).await;
+        let first = accept(s, "A", "old", 1_000).await;
+        let daily = CustomerPatch {
+            daily_limit: Some(Some(Money(3_000))),
+            ..Default::default()
+        };
+        s.update_customer("B", &daily, "ops").await.unwrap();
+
+        let batch = vec![
+            new_topup("A", "old", 1_000), // 0: replay of a committed row
+            new_topup("A", "a1", 2_500),  // 1: new, balance 4,000 → 1,500
+            new_topup("B", "b1", 600),    // 2: new for B, 1,000 → 400
+            new_topup("A", "a1", 2_500),  // 3: duplicate of 1 inside the batch
+            new_topup("A", "a2", 1_600),  // 4: insufficient (1,500 left)
+            new_topup("A", "a3", 1_500),  // 5: fits exactly → 0
+            new_topup("NOPE", "x", 100),  // 6: unknown customer
+            new_topup("B", "b2", 500),    // 7: insufficient (400 left)
+            new_topup("B", "b3", 400),    // 8: fits → 0
+        ];
+        let answers = s.accept_topups(&batch).await.expect("batch");
+        assert_eq!(answers.len(), batch.len(), "{engine:?}");
+        let new_id = |i: usize| match &answers[i] {
+            Ok(Accepted::New(t)) => {
+                assert_eq!(t.id, batch[i].id, "{engine:?}: answer {i} is another request's row");
+                t.id.clone()
+            }
+            other => panic!("{engine:?}: answer {i}: {other:?}"),
+        };
+        match &answers[0] {
+            Ok(Accepted::Existing(t)) => assert_eq!(t.id, first.id),
+            other => panic!("{engine:?}: replay answered {other:?}"),
+        }
+        let a1 = new_id(1);
+        new_id(2);
+        match &answers[3] {
+            Ok(Accepted::Existing(t)) => assert_eq!(t.id, a1, "{engine:?}: in-batch duplicate"),
+            other => panic!("{engine:?}: in-batch duplicate answered {other:?}"),
+        }
+        assert!(
+            matches!(answers[4], Err(StoreError::InsufficientFunds)),
+            "{engine:?}: {:?}",
+            answers[4]
+        );
+        new_id(5);
+        assert!(
+            matches!(answers[6], Err(StoreError::NotFound)),
+            "{engine:?}: {:?}",
+            answers[6]
+        );
+        assert!(
+            matches!(answers[7], Err(StoreError::InsufficientFunds)),
+            "{engine:?}: {:?}",
+            answers[7]
+        );
+        new_id(8);
+        assert_eq!(s.get_customer("A").await.unwrap().unwrap().balance, Money::ZERO);
+        assert_eq!(s.get_customer("B").await.unwrap().unwrap().balance, Money::ZERO);
+        assert!(s.find_topup_by_reference("A", "a2").await.unwrap().is_none());
+        // B's daily limit (3,000) was not reached: 600 + 400.
+        // The running balance of each hold follows arrival order.
+        let holds: Vec<_> = s
+            .ledger("A", 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == "hold")
+            .map(|e| (e.amount.0, e.balance_after.0))
+            .collect();
+        assert!(
+            holds.contains(&(-2_500, 1_500)) && holds.contains(&(-1_500, 0)),
+            "{engine:?}: {holds:?}"
+        );
+
+        // The daily limit is applied in order too: 2,000 used of 3,000.
+        s.adjust_balance(&Adjustment {
+            customer_id: "B".into(),
+            amount: Money(10_000),
+            actor: "ops".into(),
+            reason: "top up".into(),
+        })
+        .await
+        .unwrap();
+        let answers = s
+            .accept_topups(&[new_topup("B", "b4", 2_500), new_topup("B", "b5", 2_000)])
+            .await
+            .unwrap();
+        assert!(
+            matches!(answers[0], Err(StoreError::DailyLimitExceeded)),
+            "{engine:?}: {:?}",
+            answers[0]
+        );
+        assert!(
+            matches!(answers[1], Ok(Accepted::New(_))),
+            "{engine:?}: {:?}",
+            answers[1]
+        );
+        assert_clean(s, engine).await;
+    }
+}
+
+/// Many requests through the accept queue at once: group commit must give the
+/// same answers as one transaction per request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_accept_queue_keeps_every_answer_and_the_limit() {
+    for engine in engines() {
+        let db = fresh(engine).await;
+        let store = db.store.clone();
+        customer(store.as_ref(), "HOT", 50 * 2_000).await;
+        let queue = AcceptQueue::start(store.clone(), 3);
+        // 300 requests over 250 references: 50 of them sent twice.
+        let tasks: Vec<_> = (0..300)
+            .map(|i| {
+                let q = queue.clone();
+                tokio::spawn(async move { q.accept(new_topup("HOT", &format!("r{}", i % 250), 2_000)).await })
+            })
+            .collect();
+        let (mut new, mut existing, mut refused) = (0, 0, 0);
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(Accepted::New(_)) => new += 1,
+                Ok(Accepted::Existing(_)) => existing += 1,
+                Err(StoreError::InsufficientFunds) => refused += 1,
+                other => panic!("{engine:?}: unexpected {other:?}"),
+            }
+        }
+        assert_eq!(new, 50, "{engine:?}");
+        assert_eq!(new + existing + refused, 300, "{engine:?}");
+        assert_eq!(store.get_customer("HOT").await.unwrap().unwrap().balance, Money::ZERO);
+        let rows = store
+            .list_topups(&TopupFilter {
+                customer_id: Some("HOT".into()),
+                limit: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 50, "{engine:?}");
+        assert_clean(store.as_ref(), engine).await;
+    }
+}
