@@ -16,7 +16,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// Accept batches in flight at once on PostgreSQL (see `recarga_store::group_commit`).
+/// Batches of each kind in flight at once on PostgreSQL (see `recarga_store::group_commit`).
 pub const ACCEPT_LANES_PG: usize = 4;
 
 #[derive(Clone)]
@@ -24,6 +24,8 @@ pub struct App {
     pub store: Arc<dyn Store>,
     /// Accepts go through here: concurrent ones share a transaction.
     pub accepts: recarga_store::AcceptQueue,
+    /// Workers record upstream answers through here, batched the same way.
+    pub finishes: recarga_store::FinishQueue,
     pub provider: Arc<dyn Provider>,
     pub hub: Arc<Hub>,
     pub config: Arc<RuntimeConfig>,
@@ -161,6 +163,7 @@ impl App {
         let lanes = if store.engine() == "sqlite" { 1 } else { ACCEPT_LANES_PG };
         let app = App {
             accepts: recarga_store::AcceptQueue::start(store.clone(), lanes),
+            finishes: recarga_store::FinishQueue::start(store.clone(), lanes),
             store,
             provider: Arc::new(latcom),
             hub: Hub::new(),

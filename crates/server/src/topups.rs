@@ -159,7 +159,7 @@ pub async fn submit(
         sync_wait_until: wait.map(|w| now_ms() + w.as_millis() as i64),
         request_id: caller.request_id.clone(),
     };
-    let (topup, replayed) = match app.accepts.accept(new).await? {
+    let (topup, replayed) = match app.accepts.submit(new).await? {
         Accepted::New(t) => {
             recarga_domain::failpoint::hit("accept.after_commit");
             tracing::info!(id = %t.id, customer = %customer.id, phone = %input.phone, amount = %input.amount, "top-up accepted");

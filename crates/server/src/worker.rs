@@ -4,6 +4,8 @@
 //! database, committed before anything else happens), calls the upstream for
 //! each **outside any transaction**, and finalises the outcome guarded by the
 //! lease. At most `QUEUE_CONCURRENCY` calls are in flight per process.
+//! Answers that arrive together are written together (`App::finishes`, group
+//! commit: one transaction for many outcomes, each still guarded by its lease).
 //!
 //! **Scheduler**: every tick it rescues expired leases (a top-up whose worker
 //! died mid-call becomes UNKNOWN — it may have been delivered, so it is never
@@ -235,12 +237,13 @@ async fn process(app: &App, topup: Topup) {
     crate::metrics::topup_finished(finished_as, &topup.product_id);
     let finish = Finish {
         topup_id: topup.id.clone(),
+        customer_id: topup.customer_id.clone(),
         lease_owner: owner,
         outcome,
         exchange: exchange("topup", provider, label, detail, attempt.exchange),
     };
     for attempt_no in 1..=FINISH_WRITE_TRIES {
-        match app.store.finish_attempt(&finish).await {
+        match app.finishes.submit(finish.clone()).await {
             Ok(Some(t)) => {
                 app.hub.topup_changed(&t.id);
                 if t.status.is_final() {

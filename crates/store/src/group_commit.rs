@@ -1,65 +1,109 @@
-//! Group commit for the accept path.
+//! Group commit: many small writes, one transaction.
 //!
-//! Accepting a top-up is one small transaction, and on a single hot customer
-//! every one of them queues on that customer's row lock and pays its own
-//! commit (an fsync). [`AcceptQueue`] gathers the accepts that arrive while a
-//! commit is running and writes them together with
-//! [`Store::accept_topups`](crate::Store::accept_topups): one transaction, one
-//! commit, and still one answer per request (its own idempotency, limits and
-//! insufficient-funds verdict, decided in arrival order).
+//! Accepting a top-up and recording its upstream answer are each one small
+//! transaction, and on a hot customer every one of them queues on that
+//! customer's row lock and pays its own commit (an fsync). A [`GroupCommit`]
+//! gathers the requests that arrive while a commit is running and writes them
+//! together through the store's batch method
+//! ([`Store::accept_topups`](crate::Store::accept_topups),
+//! [`Store::finish_attempts`](crate::Store::finish_attempts)): one
+//! transaction, one commit, and still one answer per request (for accepts:
+//! its own idempotency, limits and insufficient-funds verdict, decided in
+//! arrival order).
 //!
 //! There is no timer: a request that arrives when a lane is idle is written at
 //! once, alone; batches only form under load, while earlier batches commit.
 //! `lanes` batches may be in flight at a time (one for SQLite, whose single
 //! writer would serialise them anyway).
 //!
-//! A failed batch is retried one request at a time, so a single bad request
-//! cannot fail its neighbours; when the database is unreachable every request
-//! gets [`StoreError::Unavailable`] at once instead.
+//! A failed batch is retried one request at a time, so one bad request cannot
+//! fail its neighbours; when the database is unreachable every request gets
+//! [`StoreError::Unavailable`] at once instead.
 
-use crate::{Accepted, NewTopup, Result, Store, StoreError};
+use crate::{Accepted, Finish, NewTopup, Result, Store, StoreError, Topup};
+use std::future::Future;
 use std::sync::Arc;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 /// Most requests written in one transaction.
 pub const BATCH_MAX: usize = 256;
-/// Requests that may wait for a lane before `accept` itself waits.
+/// Requests that may wait for a lane before a caller itself waits.
 pub const QUEUE_DEPTH: usize = 16_384;
 
-type Job = (NewTopup, oneshot::Sender<Result<Accepted>>);
-
-/// A handle to the accept lanes; cheap to clone.
-#[derive(Clone)]
-pub struct AcceptQueue {
-    jobs: mpsc::Sender<Job>,
+/// A kind of write that can be batched: the store's batch method for it.
+pub trait Batched: Send + Sync + 'static {
+    type Request: Send + Sync + 'static;
+    type Answer: Send + 'static;
+    fn write(
+        store: &dyn Store,
+        batch: &[Self::Request],
+    ) -> impl Future<Output = Result<Vec<Result<Self::Answer>>>> + Send;
 }
 
-impl AcceptQueue {
+/// Accepts: [`Store::accept_topups`](crate::Store::accept_topups).
+pub struct Accepts;
+impl Batched for Accepts {
+    type Request = NewTopup;
+    type Answer = Accepted;
+    async fn write(store: &dyn Store, batch: &[NewTopup]) -> Result<Vec<Result<Accepted>>> {
+        store.accept_topups(batch).await
+    }
+}
+
+/// Finished attempts: [`Store::finish_attempts`](crate::Store::finish_attempts).
+pub struct Finishes;
+impl Batched for Finishes {
+    type Request = Finish;
+    type Answer = Option<Topup>;
+    async fn write(store: &dyn Store, batch: &[Finish]) -> Result<Vec<Result<Option<Topup>>>> {
+        store.finish_attempts(batch).await
+    }
+}
+
+pub type AcceptQueue = GroupCommit<Accepts>;
+pub type FinishQueue = GroupCommit<Finishes>;
+
+type Job<B> = (<B as Batched>::Request, oneshot::Sender<Result<<B as Batched>::Answer>>);
+
+/// A handle to the writer lanes of one kind of write; cheap to clone.
+pub struct GroupCommit<B: Batched> {
+    jobs: mpsc::Sender<Job<B>>,
+}
+
+impl<B: Batched> Clone for GroupCommit<B> {
+    fn clone(&self) -> Self {
+        GroupCommit {
+            jobs: self.jobs.clone(),
+        }
+    }
+}
+
+impl<B: Batched> GroupCommit<B> {
     /// Starts `lanes` writer tasks over `store`; they stop when every handle is dropped.
     pub fn start(store: Arc<dyn Store>, lanes: usize) -> Self {
-        let (jobs, rx) = mpsc::channel::<Job>(QUEUE_DEPTH);
+        let (jobs, rx) = mpsc::channel::<Job<B>>(QUEUE_DEPTH);
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..lanes.max(1) {
-            tokio::spawn(lane(store.clone(), rx.clone()));
+            tokio::spawn(lane::<B>(store.clone(), rx.clone()));
         }
-        AcceptQueue { jobs }
+        GroupCommit { jobs }
     }
 
-    /// Accepts one request, possibly in the same transaction as others.
-    pub async fn accept(&self, new: NewTopup) -> Result<Accepted> {
+    /// Writes one request, possibly in the same transaction as others.
+    pub async fn submit(&self, request: B::Request) -> Result<B::Answer> {
         let (answer, answered) = oneshot::channel();
         self.jobs
-            .send((new, answer))
+            .send((request, answer))
             .await
-            .map_err(|_| StoreError::Unavailable("the accept queue has stopped".into()))?;
+            .map_err(|_| StoreError::Unavailable("the write queue has stopped".into()))?;
         answered
             .await
-            .map_err(|_| StoreError::Unavailable("the accept lane stopped before answering".into()))?
+            .map_err(|_| StoreError::Unavailable("the writer stopped before answering".into()))?
     }
 }
 
-async fn lane(store: Arc<dyn Store>, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
-    let mut batch: Vec<Job> = Vec::with_capacity(BATCH_MAX);
+async fn lane<B: Batched>(store: Arc<dyn Store>, rx: Arc<Mutex<mpsc::Receiver<Job<B>>>>) {
+    let mut batch: Vec<Job<B>> = Vec::with_capacity(BATCH_MAX);
     loop {
         {
             // One lane gathers at a time: it takes whatever is waiting now.
@@ -68,33 +112,39 @@ async fn lane(store: Arc<dyn Store>, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
                 return;
             }
         }
-        write(store.as_ref(), std::mem::take(&mut batch)).await;
+        write::<B>(store.as_ref(), std::mem::take(&mut batch)).await;
     }
 }
 
-async fn write(store: &dyn Store, jobs: Vec<Job>) {
-    let (requests, answers): (Vec<NewTopup>, Vec<_>) = jobs.into_iter().unzip();
-    match store.accept_topups(&requests).await {
+async fn write<B: Batched>(store: &dyn Store, jobs: Vec<Job<B>>) {
+    let (requests, answers): (Vec<B::Request>, Vec<_>) = jobs.into_iter().unzip();
+    match B::write(store, &requests).await {
         Ok(results) => {
             for (answer, result) in answers.into_iter().zip(results) {
                 let _ = answer.send(result);
             }
         }
-        Err(e) if e.is_unavailable() => {
+        Err(e) if e.is_unavailable() || requests.len() == 1 => {
             let message = e.to_string();
+            let mut first = Some(e);
             for answer in answers {
-                let _ = answer.send(Err(StoreError::Unavailable(message.clone())));
-            }
-        }
-        Err(e) if requests.len() == 1 => {
-            if let Some(answer) = answers.into_iter().next() {
-                let _ = answer.send(Err(e));
+                let error = match first.take() {
+                    Some(e) if requests.len() == 1 => e,
+                    _ => StoreError::Unavailable(message.clone()),
+                };
+                let _ = answer.send(Err(error));
             }
         }
         Err(e) => {
-            tracing::warn!(error = %e, size = requests.len(), "accept batch failed; retrying its requests one by one");
+            tracing::warn!(error = %e, size = requests.len(), "a batched write failed; retrying its requests one by one");
             for (request, answer) in requests.iter().zip(answers) {
-                let _ = answer.send(store.accept_topup(request).await);
+                let one = B::write(store, std::slice::from_ref(request)).await;
+                let result = one.and_then(|mut answers| {
+                    answers
+                        .pop()
+                        .unwrap_or_else(|| Err(StoreError::WrongState("no answer for the request".into())))
+                });
+                let _ = answer.send(result);
             }
         }
     }

@@ -19,7 +19,7 @@ mod sql;
 mod sqlite;
 pub mod testing;
 
-pub use group_commit::AcceptQueue;
+pub use group_commit::{AcceptQueue, FinishQueue};
 pub use model::*;
 pub use ops::*;
 pub use pg::PgStore;
@@ -113,9 +113,17 @@ pub trait Store: OpsStore + Send + Sync + 'static {
     // The queue.
     /// PENDING → PROCESSING for up to `limit` due rows, leased to `owner`.
     async fn claim_pending(&self, owner: &str, lease_ms: i64, limit: i64) -> Result<Vec<Topup>>;
+    /// Several finished attempts in one transaction (group commit), each
+    /// applied as [`Store::finish_attempt`] would; an `Err` writes nothing.
+    async fn finish_attempts(&self, batch: &[Finish]) -> Result<Vec<Result<Option<Topup>>>>;
     /// Records one upstream attempt and applies its outcome, guarded by the
     /// lease (or by UNKNOWN, when a rescuer got there first).
-    async fn finish_attempt(&self, finish: &Finish) -> Result<Option<Topup>>;
+    async fn finish_attempt(&self, finish: &Finish) -> Result<Option<Topup>> {
+        self.finish_attempts(std::slice::from_ref(finish))
+            .await?
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::WrongState("no answer for the attempt".into())))
+    }
     /// PROCESSING rows whose lease expired become UNKNOWN (never resent).
     async fn rescue_expired(&self, check_deadline_ms: i64) -> Result<Vec<String>>;
     /// UNKNOWN rows due for a status query; pushes their next check by `hold_ms`.

@@ -288,6 +288,8 @@ pub enum AttemptOutcome {
 #[derive(Debug, Clone)]
 pub struct Finish {
     pub topup_id: String,
+    /// The top-up's customer: batches lock customers in id order.
+    pub customer_id: String,
     pub lease_owner: String,
     pub outcome: AttemptOutcome,
     pub exchange: NewExchange,

@@ -197,6 +197,95 @@ macro_rules! impl_store {
                     .ok_or($crate::StoreError::NotFound)
             }
 
+            /// One finished attempt, inside the caller's transaction.
+            async fn finish_in(
+                tx: &mut $conn,
+                finish: &$crate::Finish,
+                now: i64,
+            ) -> $crate::Result<Option<$crate::Topup>> {
+                use recarga_domain::TopupStatus;
+                use $crate::AttemptOutcome as O;
+                let current = Self::lock_topup(&mut *tx, &finish.topup_id).await?;
+                // The exchange is evidence: it is kept even when the lease was lost.
+                Self::insert_exchange(&mut *tx, &finish.topup_id, &finish.exchange).await?;
+                let ours = current.status == TopupStatus::Processing
+                    && current.lease_owner.as_deref() == Some(finish.lease_owner.as_str());
+                let definite = matches!(finish.outcome, O::Success { .. } | O::Failed { .. });
+                if !(ours || (definite && current.status == TopupStatus::Unknown)) {
+                    return Ok(None);
+                }
+                let updated = match &finish.outcome {
+                    O::Success { trans_id, ven_transid } => {
+                        Self::settle(
+                            &mut *tx,
+                            &current,
+                            $crate::FinalOutcome::Success,
+                            trans_id.as_deref(),
+                            ven_transid.as_deref(),
+                            None,
+                            "worker",
+                            None,
+                            now,
+                        )
+                        .await?
+                    }
+                    O::Failed { code, message } => {
+                        Self::settle(
+                            &mut *tx,
+                            &current,
+                            $crate::FinalOutcome::Failed,
+                            finish.exchange.trans_id.as_deref(),
+                            finish.exchange.ven_transid.as_deref(),
+                            Some((code.as_str(), message.as_str())),
+                            "worker",
+                            Some(message.as_str()),
+                            now,
+                        )
+                        .await?
+                    }
+                    O::Retry { next_attempt_at, reason, count_attempt } => {
+                        let row = sqlx::query_as::<_, $crate::Topup>(
+                            "UPDATE topups SET status = 'PENDING', lease_owner = NULL, lease_until = NULL,
+                                next_attempt_at = $2, updated_at = $3,
+                                attempts = attempts - CASE WHEN $4 THEN 0 ELSE 1 END
+                             WHERE id = $1 RETURNING *",
+                        )
+                        .bind(&current.id)
+                        .bind(next_attempt_at)
+                        .bind(now)
+                        .bind(count_attempt)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                        Self::insert_event(&mut *tx, &current.id, Some(current.status), TopupStatus::Pending, "worker", Some(reason), now)
+                            .await?;
+                        row
+                    }
+                    O::Unknown { reason, trans_id, next_check_at, check_deadline } => {
+                        let row = sqlx::query_as::<_, $crate::Topup>(
+                            "UPDATE topups SET status = 'UNKNOWN', lease_owner = NULL, lease_until = NULL,
+                                upstream_trans_id = COALESCE($2, upstream_trans_id),
+                                next_check_at = $3, check_deadline = $4, updated_at = $5 WHERE id = $1 RETURNING *",
+                        )
+                        .bind(&current.id)
+                        .bind(trans_id)
+                        .bind(next_check_at)
+                        .bind(check_deadline)
+                        .bind(now)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                        Self::insert_event(&mut *tx, &current.id, Some(current.status), TopupStatus::Unknown, "worker", Some(reason), now)
+                            .await?;
+                        row
+                    }
+                };
+                Self::notify(&mut *tx, &$crate::StoreEvent::Topup(updated.id.clone())).await?;
+                if updated.status == TopupStatus::Pending {
+                    Self::notify(&mut *tx, &$crate::StoreEvent::Work).await?;
+                }
+                Ok(Some(updated))
+            }
+
+
             /// Takes a locked top-up to SUCCESS (capture) or FAILED (release).
             async fn settle(
                 conn: &mut $conn,
@@ -786,92 +875,26 @@ macro_rules! impl_store {
                 Ok(rows)
             }
 
-            async fn finish_attempt(&self, finish: &$crate::Finish) -> $crate::Result<Option<$crate::Topup>> {
-                use recarga_domain::TopupStatus;
-                use $crate::AttemptOutcome as O;
+            async fn finish_attempts(
+                &self,
+                batch: &[$crate::Finish],
+            ) -> $crate::Result<Vec<$crate::Result<Option<$crate::Topup>>>> {
                 let now = $crate::now_ms();
+                // One lock order for every batch (customer, then top-up), so
+                // concurrent batches wait for each other instead of deadlocking.
+                let mut order: Vec<usize> = (0..batch.len()).collect();
+                order.sort_by(|&a, &b| {
+                    (batch[a].customer_id.as_str(), batch[a].topup_id.as_str())
+                        .cmp(&(batch[b].customer_id.as_str(), batch[b].topup_id.as_str()))
+                });
+                let mut answers: Vec<Option<$crate::Topup>> = batch.iter().map(|_| None).collect();
                 let mut tx = self.begin().await?;
-                let current = Self::lock_topup(&mut tx, &finish.topup_id).await?;
-                // The exchange is evidence: it is kept even when the lease was lost.
-                Self::insert_exchange(&mut tx, &finish.topup_id, &finish.exchange).await?;
-                let ours = current.status == TopupStatus::Processing
-                    && current.lease_owner.as_deref() == Some(finish.lease_owner.as_str());
-                let definite = matches!(finish.outcome, O::Success { .. } | O::Failed { .. });
-                if !(ours || (definite && current.status == TopupStatus::Unknown)) {
-                    tx.commit().await?;
-                    return Ok(None);
-                }
-                let updated = match &finish.outcome {
-                    O::Success { trans_id, ven_transid } => {
-                        Self::settle(
-                            &mut tx,
-                            &current,
-                            $crate::FinalOutcome::Success,
-                            trans_id.as_deref(),
-                            ven_transid.as_deref(),
-                            None,
-                            "worker",
-                            None,
-                            now,
-                        )
-                        .await?
-                    }
-                    O::Failed { code, message } => {
-                        Self::settle(
-                            &mut tx,
-                            &current,
-                            $crate::FinalOutcome::Failed,
-                            finish.exchange.trans_id.as_deref(),
-                            finish.exchange.ven_transid.as_deref(),
-                            Some((code.as_str(), message.as_str())),
-                            "worker",
-                            Some(message.as_str()),
-                            now,
-                        )
-                        .await?
-                    }
-                    O::Retry { next_attempt_at, reason, count_attempt } => {
-                        let row = sqlx::query_as::<_, $crate::Topup>(
-                            "UPDATE topups SET status = 'PENDING', lease_owner = NULL, lease_until = NULL,
-                                next_attempt_at = $2, updated_at = $3,
-                                attempts = attempts - CASE WHEN $4 THEN 0 ELSE 1 END
-                             WHERE id = $1 RETURNING *",
-                        )
-                        .bind(&current.id)
-                        .bind(next_attempt_at)
-                        .bind(now)
-                        .bind(count_attempt)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                        Self::insert_event(&mut tx, &current.id, Some(current.status), TopupStatus::Pending, "worker", Some(reason), now)
-                            .await?;
-                        row
-                    }
-                    O::Unknown { reason, trans_id, next_check_at, check_deadline } => {
-                        let row = sqlx::query_as::<_, $crate::Topup>(
-                            "UPDATE topups SET status = 'UNKNOWN', lease_owner = NULL, lease_until = NULL,
-                                upstream_trans_id = COALESCE($2, upstream_trans_id),
-                                next_check_at = $3, check_deadline = $4, updated_at = $5 WHERE id = $1 RETURNING *",
-                        )
-                        .bind(&current.id)
-                        .bind(trans_id)
-                        .bind(next_check_at)
-                        .bind(check_deadline)
-                        .bind(now)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                        Self::insert_event(&mut tx, &current.id, Some(current.status), TopupStatus::Unknown, "worker", Some(reason), now)
-                            .await?;
-                        row
-                    }
-                };
-                Self::notify(&mut tx, &$crate::StoreEvent::Topup(updated.id.clone())).await?;
-                if updated.status == TopupStatus::Pending {
-                    Self::notify(&mut tx, &$crate::StoreEvent::Work).await?;
+                for i in order {
+                    answers[i] = Self::finish_in(&mut tx, &batch[i], now).await?;
                 }
                 recarga_domain::failpoint::hit("finish.before_commit");
                 tx.commit().await?;
-                Ok(Some(updated))
+                Ok(answers.into_iter().map(Ok).collect())
             }
 
             async fn rescue_expired(&self, check_deadline_ms: i64) -> $crate::Result<Vec<String>> {

@@ -57,6 +57,7 @@ fn success() -> AttemptOutcome {
 fn finish(t: &Topup, outcome: AttemptOutcome) -> Finish {
     Finish {
         topup_id: t.id.clone(),
+        customer_id: t.customer_id.clone(),
         lease_owner: t.lease_owner.clone().expect("leased"),
         outcome,
         exchange: NewExchange {
@@ -649,7 +650,7 @@ async fn the_accept_queue_keeps_every_answer_and_the_limit() {
         let tasks: Vec<_> = (0..300)
             .map(|i| {
                 let q = queue.clone();
-                tokio::spawn(async move { q.accept(new_topup("HOT", &format!("r{}", i % 250), 2_000)).await })
+                tokio::spawn(async move { q.submit(new_topup("HOT", &format!("r{}", i % 250), 2_000)).await })
             })
             .collect();
         let (mut new, mut existing, mut refused) = (0, 0, 0);
@@ -674,5 +675,53 @@ async fn the_accept_queue_keeps_every_answer_and_the_limit() {
             .unwrap();
         assert_eq!(rows.len(), 50, "{engine:?}");
         assert_clean(store.as_ref(), engine).await;
+    }
+}
+
+/// Finished attempts written together: each is applied as alone (its lease
+/// guard, its settlement), answers come back in request order, and the money
+/// of every customer in the batch ends right.
+#[tokio::test]
+async fn a_batch_of_finishes_settles_each_under_its_own_lease() {
+    for engine in engines() {
+        let db = fresh(engine).await;
+        let s = db.store.as_ref();
+        customer(s, "B", 10_000).await;
+        customer(s, "A", 10_000).await;
+        for (c, r) in [("B", "b1"), ("A", "a1"), ("B", "b2"), ("A", "a2")] {
+            accept(s, c, r, 1_000).await;
+        }
+        let claimed = s.claim_pending("w1", 60_000, 10).await.unwrap();
+        assert_eq!(claimed.len(), 4);
+        let row = |reference: &str| claimed.iter().find(|t| t.reference == reference).cloned().unwrap();
+        let mut stranger = finish(&row("a2"), success());
+        stranger.lease_owner = "w9/other".into();
+        let failed = AttemptOutcome::Failed {
+            code: "-1".into(),
+            message: "no".into(),
+        };
+        let batch = vec![
+            finish(&row("b1"), success()),
+            finish(&row("a1"), failed),
+            stranger,
+            finish(&row("b2"), success()),
+        ];
+        let answers = s.finish_attempts(&batch).await.expect("batch");
+        let status = |i: usize| {
+            answers[i]
+                .as_ref()
+                .unwrap()
+                .as_ref()
+                .map(|t| (t.reference.clone(), t.status))
+        };
+        assert_eq!(status(0), Some(("b1".into(), TopupStatus::Success)), "{engine:?}");
+        assert_eq!(status(1), Some(("a1".into(), TopupStatus::Failed)), "{engine:?}");
+        assert_eq!(status(2), None, "{engine:?}: a stranger's lease finished a top-up");
+        assert_eq!(status(3), Some(("b2".into(), TopupStatus::Success)), "{engine:?}");
+        // A: a1 released, a2 still held; B: both captured.
+        assert_eq!(s.get_customer("A").await.unwrap().unwrap().balance, Money(9_000));
+        assert_eq!(s.get_customer("B").await.unwrap().unwrap().balance, Money(8_000));
+        assert_eq!(s.exchanges(&row("a2").id).await.unwrap().len(), 1, "evidence kept");
+        assert_clean(s, engine).await;
     }
 }
