@@ -86,6 +86,8 @@ pub trait Store: OpsStore + Send + Sync + 'static {
     // API keys.
     async fn insert_api_key(&self, key: &NewApiKey, actor: &str) -> Result<()>;
     async fn find_api_key(&self, prefix: &str) -> Result<Option<ApiKey>>;
+    /// A key and its customer's current row, in one read (every API request).
+    async fn find_caller(&self, prefix: &str) -> Result<Option<(ApiKey, Customer)>>;
     async fn list_api_keys(&self, customer_id: &str) -> Result<Vec<ApiKey>>;
     async fn revoke_api_key(&self, key_id: &str, actor: &str) -> Result<ApiKey>;
 

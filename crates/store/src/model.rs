@@ -106,6 +106,34 @@ pub struct LedgerEntry {
     pub created_at: i64,
 }
 
+/// A key joined with its customer: [`crate::Store::find_caller`].
+#[derive(sqlx::FromRow)]
+pub(crate) struct CallerRow {
+    #[sqlx(flatten)]
+    customer: Customer,
+    key_id: String,
+    key_prefix: String,
+    key_digest: String,
+    key_label: Option<String>,
+    key_created_at: i64,
+    key_revoked_at: Option<i64>,
+}
+
+impl CallerRow {
+    pub(crate) fn split(self) -> (ApiKey, Customer) {
+        let key = ApiKey {
+            id: self.key_id,
+            customer_id: self.customer.id.clone(),
+            prefix: self.key_prefix,
+            digest: self.key_digest,
+            label: self.key_label,
+            created_at: self.key_created_at,
+            revoked_at: self.key_revoked_at,
+        };
+        (key, self.customer)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct NewApiKey {
     pub id: String,

@@ -567,6 +567,18 @@ macro_rules! impl_store {
                     .await?)
             }
 
+            async fn find_caller(&self, prefix: &str) -> $crate::Result<Option<($crate::ApiKey, $crate::Customer)>> {
+                let row = sqlx::query_as::<_, $crate::model::CallerRow>(
+                    "SELECT c.*, k.id AS key_id, k.prefix AS key_prefix, k.digest AS key_digest, k.label AS key_label,
+                            k.created_at AS key_created_at, k.revoked_at AS key_revoked_at
+                     FROM api_keys k JOIN customers c ON c.id = k.customer_id WHERE k.prefix = $1",
+                )
+                .bind(prefix)
+                .fetch_optional(self.read())
+                .await?;
+                Ok(row.map($crate::model::CallerRow::split))
+            }
+
             async fn list_api_keys(&self, customer_id: &str) -> $crate::Result<Vec<$crate::ApiKey>> {
                 Ok(sqlx::query_as::<_, $crate::ApiKey>("SELECT * FROM api_keys WHERE customer_id = $1 ORDER BY created_at, id")
                     .bind(customer_id)

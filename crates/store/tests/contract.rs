@@ -177,7 +177,13 @@ async fn api_keys_are_found_by_prefix_and_revocable() {
         let found = s.find_api_key("abcdef012345").await.unwrap().unwrap();
         assert_eq!((found.customer_id.as_str(), found.revoked_at), ("C1", None));
         assert_eq!(s.list_api_keys("C1").await.unwrap().len(), 1);
+        // The request path reads the key with its customer's current row.
+        let (k, c) = s.find_caller("abcdef012345").await.unwrap().unwrap();
+        assert_eq!((k, c), (found.clone(), s.get_customer("C1").await.unwrap().unwrap()));
+        assert!(s.find_caller("000000000000").await.unwrap().is_none());
         let revoked = s.revoke_api_key("abcdef012345", "ops").await.unwrap();
+        let (k, _) = s.find_caller("abcdef012345").await.unwrap().unwrap();
+        assert_eq!(k.revoked_at, revoked.revoked_at);
         assert!(revoked.revoked_at.is_some());
         assert!(
             s.find_api_key("abcdef012345")

@@ -112,7 +112,9 @@ impl FromRequestParts<App> for Caller {
         };
         let invalid = || ApiError::new("invalid_api_key", "the API key is not valid");
         let prefix = keys::prefix_of(presented).ok_or_else(invalid)?;
-        let stored = app.store.find_api_key(prefix).await?.ok_or_else(invalid)?;
+        // The key and the customer's current row in one read: a revocation or
+        // a deactivation counts from the next request, on every replica.
+        let (stored, customer) = app.store.find_caller(prefix).await?.ok_or_else(invalid)?;
         if !keys::verify(presented, &stored) {
             return Err(invalid());
         }
@@ -121,7 +123,6 @@ impl FromRequestParts<App> for Caller {
         {
             return Err(invalid());
         }
-        let customer = app.customer(&stored.customer_id).await?.ok_or_else(invalid)?;
         if !customer.active {
             return Err(ApiError::new("customer_inactive", "the customer account is inactive"));
         }
