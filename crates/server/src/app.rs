@@ -33,6 +33,8 @@ pub struct App {
     pub limiter: Arc<LocalLimiter>,
     /// The operator secret: `ADMIN_KEY`, or one generated for a sandbox run.
     pub admin_key: Arc<String>,
+    /// Shared state of the pages (the live queue reading all viewers share).
+    pub pages: Arc<crate::web::PagesState>,
 }
 
 /// Opens the optional Redis link named by the database settings.
@@ -171,6 +173,7 @@ impl App {
             redis,
             limiter: Arc::new(LocalLimiter::default()),
             admin_key: Arc::new(admin_key),
+            pages: Arc::default(),
         };
         Ok((app, sim))
     }

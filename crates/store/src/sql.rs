@@ -608,93 +608,120 @@ macro_rules! impl_store {
                 batch: &[$crate::NewTopup],
             ) -> $crate::Result<Vec<$crate::Result<$crate::Accepted>>> {
                 use recarga_domain::TopupStatus;
-                use std::collections::{BTreeMap, HashMap};
-                let now = $crate::now_ms();
-                let mut answers: Vec<Option<$crate::Result<$crate::Accepted>>> = batch.iter().map(|_| None).collect();
-                // Customers in id order, so two batches lock shared customers in
-                // the same order and cannot deadlock; requests in arrival order.
-                let mut by_customer: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-                for (i, new) in batch.iter().enumerate() {
-                    by_customer.entry(new.customer_id.as_str()).or_default().push(i);
+                use std::collections::{BTreeMap, BTreeSet, HashMap};
+                if batch.is_empty() {
+                    return Ok(Vec::new());
                 }
+                let now = $crate::now_ms();
+                // A fixed number of statements per batch, however many
+                // customers it touches.
+                let ids: BTreeSet<&str> = batch.iter().map(|n| n.customer_id.as_str()).collect();
                 let mut tx = self.begin().await?;
-                let mut accepted_any = false;
-                for (customer_id, items) in by_customer {
-                    // The customer's row lock comes first: every accept of this
-                    // customer, on any replica, waits here, so the references
-                    // read below cannot change before this transaction ends.
-                    let customer: Option<(i64, i64, bool, Option<i64>)> = sqlx::query_as(concat!(
-                        "SELECT balance, credit_limit, active, daily_limit FROM customers WHERE id = $1 ",
-                        $fu
-                    ))
-                    .bind(customer_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    let mut q = sqlx::QueryBuilder::<$db>::new("SELECT * FROM topups WHERE customer_id = ");
-                    q.push_bind(customer_id).push(" AND reference IN (");
-                    let mut refs = q.separated(", ");
-                    for &i in &items {
-                        refs.push_bind(batch[i].reference.clone());
+                // 1. Every customer's row lock, in id order (two batches that
+                // share customers wait for each other, never deadlock). Every
+                // accept of a customer, on any replica, waits here, so the
+                // references read next cannot change before we commit.
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "SELECT id, balance, credit_limit, active, daily_limit FROM customers WHERE id IN (",
+                );
+                let mut list = q.separated(", ");
+                for id in &ids {
+                    list.push_bind(id.to_string());
+                }
+                q.push(") ORDER BY id ").push($fu);
+                let locked: Vec<(String, i64, i64, bool, Option<i64>)> =
+                    q.build_query_as().fetch_all(&mut *tx).await?;
+                // 2. The references already taken (a superset: filtered by pair below).
+                let mut q = sqlx::QueryBuilder::<$db>::new("SELECT * FROM topups WHERE customer_id IN (");
+                let mut list = q.separated(", ");
+                for id in &ids {
+                    list.push_bind(id.to_string());
+                }
+                q.push(") AND reference IN (");
+                let mut list = q.separated(", ");
+                for r in batch.iter().map(|n| n.reference.as_str()).collect::<BTreeSet<_>>() {
+                    list.push_bind(r.to_string());
+                }
+                q.push(")");
+                let mut taken: HashMap<(String, String), $crate::Topup> = q
+                    .build_query_as::<$crate::Topup>()
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .into_iter()
+                    .map(|t| ((t.customer_id.clone(), t.reference.clone()), t))
+                    .collect();
+                // 3. The rolling 24 h use of customers with a daily limit.
+                let limited: Vec<&str> =
+                    locked.iter().filter(|c| c.4.is_some()).map(|c| c.0.as_str()).collect();
+                let mut used: HashMap<String, i64> = HashMap::new();
+                if !limited.is_empty() {
+                    let mut q = sqlx::QueryBuilder::<$db>::new(
+                        "SELECT customer_id, CAST(COALESCE(SUM(face_value), 0) AS BIGINT) FROM topups
+                         WHERE status <> 'FAILED' AND created_at > ",
+                    );
+                    q.push_bind(now - 24 * 3600 * 1000).push(" AND customer_id IN (");
+                    let mut list = q.separated(", ");
+                    for id in &limited {
+                        list.push_bind(id.to_string());
                     }
-                    q.push(")");
-                    let mut existing: HashMap<String, $crate::Topup> = q
-                        .build_query_as::<$crate::Topup>()
-                        .fetch_all(&mut *tx)
-                        .await?
-                        .into_iter()
-                        .map(|t| (t.reference.clone(), t))
-                        .collect();
-                    let Some((mut balance, credit_limit, active, daily_limit)) = customer else {
-                        for &i in &items {
-                            answers[i] = Some(Err($crate::StoreError::NotFound));
-                        }
+                    q.push(") GROUP BY customer_id");
+                    used = q.build_query_as::<(String, i64)>().fetch_all(&mut *tx).await?.into_iter().collect();
+                }
+                // 4. Each request's answer, in arrival order, against what the
+                // requests before it left.
+                struct Account {
+                    balance: i64,
+                    credit_limit: i64,
+                    active: bool,
+                    daily_limit: Option<i64>,
+                    used: i64,
+                    holds: i64,
+                }
+                let mut accounts: BTreeMap<String, Account> = locked
+                    .into_iter()
+                    .map(|(id, balance, credit_limit, active, daily_limit)| {
+                        let used = used.get(&id).copied().unwrap_or(0);
+                        (id, Account { balance, credit_limit, active, daily_limit, used, holds: 0 })
+                    })
+                    .collect();
+                let mut answers: Vec<Option<$crate::Result<$crate::Accepted>>> = batch.iter().map(|_| None).collect();
+                let mut fresh: Vec<(usize, i64)> = Vec::new(); // (request, balance after its hold)
+                let mut planned: BTreeSet<(&str, &str)> = BTreeSet::new();
+                for (i, new) in batch.iter().enumerate() {
+                    let pair = (new.customer_id.clone(), new.reference.clone());
+                    if let Some(t) = taken.get(&pair) {
+                        answers[i] = Some(Ok($crate::Accepted::Existing(t.clone())));
+                        continue;
+                    }
+                    if planned.contains(&(new.customer_id.as_str(), new.reference.as_str())) {
+                        continue; // a duplicate within this batch: answered after the insert
+                    }
+                    let Some(a) = accounts.get_mut(&new.customer_id) else {
+                        answers[i] = Some(Err($crate::StoreError::NotFound));
                         continue;
                     };
-                    let mut used_today = match daily_limit {
-                        Some(_) => sqlx::query_scalar::<_, i64>(
-                            "SELECT CAST(COALESCE(SUM(face_value), 0) AS BIGINT) FROM topups
-                             WHERE customer_id = $1 AND created_at > $2 AND status <> 'FAILED'",
-                        )
-                        .bind(customer_id)
-                        .bind(now - 24 * 3600 * 1000)
-                        .fetch_one(&mut *tx)
-                        .await?,
-                        None => 0,
+                    let refusal = if !a.active {
+                        Some($crate::StoreError::CustomerInactive)
+                    } else if a.balance - new.held.0 < -a.credit_limit {
+                        Some($crate::StoreError::InsufficientFunds)
+                    } else if a.daily_limit.is_some_and(|limit| a.used + new.face_value.0 > limit) {
+                        Some($crate::StoreError::DailyLimitExceeded)
+                    } else {
+                        None
                     };
-                    // Each request gets its own answer, decided in arrival order
-                    // against the balance the requests before it left.
-                    let mut fresh: Vec<(usize, i64)> = Vec::new();
-                    let mut fresh_refs: HashMap<&str, usize> = HashMap::new();
-                    for &i in &items {
-                        let new = &batch[i];
-                        if let Some(t) = existing.get(&new.reference) {
-                            answers[i] = Some(Ok($crate::Accepted::Existing(t.clone())));
-                            continue;
-                        }
-                        if fresh_refs.contains_key(new.reference.as_str()) {
-                            continue; // a duplicate within this batch: answered after the insert
-                        }
-                        let refusal = if !active {
-                            Some($crate::StoreError::CustomerInactive)
-                        } else if balance - new.held.0 < -credit_limit {
-                            Some($crate::StoreError::InsufficientFunds)
-                        } else if daily_limit.is_some_and(|limit| used_today + new.face_value.0 > limit) {
-                            Some($crate::StoreError::DailyLimitExceeded)
-                        } else {
-                            None
-                        };
-                        if let Some(refusal) = refusal {
-                            answers[i] = Some(Err(refusal));
-                            continue;
-                        }
-                        balance -= new.held.0;
-                        used_today += new.face_value.0;
-                        fresh_refs.insert(new.reference.as_str(), i);
-                        fresh.push((i, balance));
-                    }
-                    if fresh.is_empty() {
+                    if let Some(refusal) = refusal {
+                        answers[i] = Some(Err(refusal));
                         continue;
                     }
+                    a.balance -= new.held.0;
+                    a.used += new.face_value.0;
+                    a.holds += 1;
+                    planned.insert((new.customer_id.as_str(), new.reference.as_str()));
+                    fresh.push((i, a.balance));
+                }
+                if !fresh.is_empty() {
+                    // 5. The rows, the balances, the holds and the events: one
+                    // statement each.
                     let mut q = sqlx::QueryBuilder::<$db>::new(
                         "INSERT INTO topups (id, customer_id, reference, request_hash, phone, face_value, product_id,
                                              amount_sent, vat, delivered, discount_bps, currency, fx_rate_micro, held,
@@ -724,23 +751,21 @@ macro_rules! impl_store {
                             .push_bind(new.request_id.clone());
                     });
                     q.push(" RETURNING *");
-                    let inserted = q.build_query_as::<$crate::Topup>().fetch_all(&mut *tx).await.map_err($crate::sql::map_db)?;
+                    let inserted =
+                        q.build_query_as::<$crate::Topup>().fetch_all(&mut *tx).await.map_err($crate::sql::map_db)?;
                     if inserted.len() != fresh.len() {
                         return Err($crate::StoreError::WrongState("the accept batch wrote fewer rows than planned".into()));
                     }
                     for t in inserted {
-                        existing.insert(t.reference.clone(), t);
+                        taken.insert((t.customer_id.clone(), t.reference.clone()), t);
                     }
-                    sqlx::query(
-                        "UPDATE customers SET balance = $2, updated_at = $3, version = version + $4 WHERE id = $1",
-                    )
-                    .bind(customer_id)
-                    .bind(balance)
-                    .bind(now)
-                    .bind(fresh.len() as i64)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err($crate::sql::map_db)?;
+                    let mut q = sqlx::QueryBuilder::<$db>::new("UPDATE customers SET balance = v.column2, version = version + v.column3, updated_at = ");
+                    q.push_bind(now).push(" FROM (");
+                    q.push_values(accounts.iter().filter(|(_, a)| a.holds > 0), |mut row, (id, a)| {
+                        row.push_bind(id.clone()).push_bind(a.balance).push_bind(a.holds);
+                    });
+                    q.push(") AS v WHERE customers.id = v.column1");
+                    q.build().execute(&mut *tx).await.map_err($crate::sql::map_db)?;
                     let mut q = sqlx::QueryBuilder::<$db>::new(
                         "INSERT INTO ledger (customer_id, topup_id, kind, amount, balance_after, actor, reason, created_at) ",
                     );
@@ -768,31 +793,23 @@ macro_rules! impl_store {
                             .push_bind(now);
                     });
                     q.build().execute(&mut *tx).await?;
-                    accepted_any = true;
-                    for &i in &items {
-                        if answers[i].is_some() {
-                            continue;
-                        }
-                        let new = &batch[i];
-                        let row = existing.get(&new.reference).cloned().ok_or_else(|| {
-                            $crate::StoreError::WrongState("an accepted reference has no row".into())
-                        })?;
-                        answers[i] = Some(Ok(if row.id == new.id {
-                            $crate::Accepted::New(row)
-                        } else {
-                            $crate::Accepted::Existing(row)
-                        }));
-                    }
-                }
-                if accepted_any {
                     Self::notify(&mut tx, &$crate::StoreEvent::Work).await?;
                     recarga_domain::failpoint::hit("accept.before_commit");
                 }
                 tx.commit().await?;
-                answers
-                    .into_iter()
-                    .map(|a| a.ok_or_else(|| $crate::StoreError::WrongState("a request was left unanswered".into())))
-                    .collect()
+                // Duplicates within the batch get the row their first copy wrote.
+                Ok(batch
+                    .iter()
+                    .zip(answers)
+                    .map(|(new, answer)| match answer {
+                        Some(answer) => answer,
+                        None => match taken.get(&(new.customer_id.clone(), new.reference.clone())) {
+                            Some(row) if row.id == new.id => Ok($crate::Accepted::New(row.clone())),
+                            Some(row) => Ok($crate::Accepted::Existing(row.clone())),
+                            None => Err($crate::StoreError::WrongState("an accepted reference has no row".into())),
+                        },
+                    })
+                    .collect())
             }
 
             async fn get_topup(&self, id: &str) -> $crate::Result<Option<$crate::Topup>> {

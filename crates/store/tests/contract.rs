@@ -731,3 +731,40 @@ async fn a_batch_of_finishes_settles_each_under_its_own_lease() {
         assert_clean(s, engine).await;
     }
 }
+
+/// Concurrent batches over many customers (several lanes): no deadlock, each
+/// customer's limit holds, the books balance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn accept_batches_over_many_customers_keep_each_limit() {
+    for engine in engines() {
+        let db = fresh(engine).await;
+        let store = db.store.clone();
+        for c in 0..10 {
+            customer(store.as_ref(), &format!("C{c}"), 5 * 1_000).await;
+        }
+        let queue = AcceptQueue::start(store.clone(), 4);
+        let tasks: Vec<_> = (0..300)
+            .map(|i| {
+                let q = queue.clone();
+                tokio::spawn(async move {
+                    q.submit(new_topup(&format!("C{}", i % 10), &format!("r{i}"), 1_000))
+                        .await
+                })
+            })
+            .collect();
+        let mut new = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(Accepted::New(_)) => new += 1,
+                Err(StoreError::InsufficientFunds) => {}
+                other => panic!("{engine:?}: unexpected {other:?}"),
+            }
+        }
+        assert_eq!(new, 50, "{engine:?}: 5 per customer");
+        for c in 0..10 {
+            let balance = store.get_customer(&format!("C{c}")).await.unwrap().unwrap().balance;
+            assert_eq!(balance, Money::ZERO, "{engine:?}: C{c}");
+        }
+        assert_clean(store.as_ref(), engine).await;
+    }
+}
