@@ -271,7 +271,11 @@ pub async fn run(
                 tokio::select! {
                     event = events.recv() => match event {
                         Some(recarga_store::StoreEvent::Work) => hub.work_available(),
-                        Some(recarga_store::StoreEvent::Topup(id)) => hub.topup_changed(&id),
+                        Some(recarga_store::StoreEvent::Topup(id)) => {
+                            hub.topup_changed(&id);
+                            // Live pages here learn of changes made by other replicas.
+                            hub.publish(&serde_json::json!({ "type": "topup", "id": id }).to_string());
+                        }
                         None => break,
                     },
                     _ = stop.cancelled() => break,

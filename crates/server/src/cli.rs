@@ -46,6 +46,9 @@ pub enum Command {
     /// Top-ups that need an operator.
     #[command(subcommand)]
     Topup(TopupCmd),
+    /// Operator accounts for the pages (`/admin`, `/queue`).
+    #[command(subcommand)]
+    Admin(AdminCmd),
     /// Check every ledger invariant; exits 1 on any violation.
     Audit,
     /// Print `.env.example`: every setting, generated from this definition.
@@ -246,6 +249,79 @@ pub enum KeyCmd {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum AdminCmd {
+    /// Create an operator. The password is read from stdin when it is piped,
+    /// otherwise generated and printed once.
+    Create {
+        #[arg(long)]
+        email: String,
+        /// `admin` may change things; `viewer` only looks.
+        #[arg(long, value_parser = ["admin", "viewer"])]
+        role: String,
+        #[arg(long, default_value_t = default_actor())]
+        actor: String,
+    },
+    /// Operator accounts (without their password hashes).
+    List,
+}
+
+/// The password for `admin create`: piped stdin, or a new random one.
+fn operator_password() -> anyhow::Result<(String, bool)> {
+    use std::io::{IsTerminal, Read};
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        let mut text = String::new();
+        stdin.lock().take(4096).read_to_string(&mut text)?;
+        let password = text.trim_end_matches(['\r', '\n']).to_string();
+        if !password.is_empty() {
+            return Ok((password, false));
+        }
+    }
+    Ok((crate::web::auth::generate_password(), true))
+}
+
+async fn admin_cmd(store: &dyn Store, cmd: AdminCmd) -> anyhow::Result<Value> {
+    Ok(match cmd {
+        AdminCmd::Create { email, role, actor } => {
+            let email = email.trim().to_ascii_lowercase();
+            if email.is_empty() || !email.contains('@') || email.len() > 200 {
+                anyhow::bail!("--email must be an email address");
+            }
+            let (password, generated) = operator_password()?;
+            if password.chars().count() < crate::web::auth::PASSWORD_MIN_LEN {
+                anyhow::bail!(
+                    "the password must be at least {} characters",
+                    crate::web::auth::PASSWORD_MIN_LEN
+                );
+            }
+            let hash = crate::web::auth::hash_password(&password).map_err(|e| anyhow::anyhow!(e))?;
+            let op = store
+                .create_operator(
+                    &recarga_store::NewOperator {
+                        email: email.clone(),
+                        password_hash: hash,
+                        role: role.clone(),
+                    },
+                    &actor,
+                )
+                .await?;
+            let mut out = json!({ "email": op.email, "role": op.role, "created_at": iso(op.created_at) });
+            if generated {
+                out["password"] = json!(password);
+                out["note"] = json!("the password is shown once; store it now");
+            }
+            out
+        }
+        AdminCmd::List => {
+            let rows = store.list_operators().await?;
+            json!({ "operators": rows.iter().map(|o| json!({
+                "email": o.email, "role": o.role, "active": o.active, "created_at": iso(o.created_at),
+            })).collect::<Vec<_>>() })
+        }
+    })
+}
+
+#[derive(Debug, Subcommand)]
 pub enum TopupCmd {
     /// UNKNOWN top-ups, oldest first.
     Unresolved,
@@ -329,6 +405,7 @@ pub async fn run_operator(store: &dyn Store, command: Command) -> anyhow::Result
             return Ok((json!({ "clean": report.is_clean(), "report": report }), code));
         }
         Command::Customer(cmd) => customer_cmd(store, cmd).await?,
+        Command::Admin(cmd) => admin_cmd(store, cmd).await?,
         Command::Key(cmd) => match cmd {
             KeyCmd::Create { customer, label, actor } => {
                 if store.get_customer(&customer).await?.is_none() {

@@ -191,6 +191,19 @@ pub struct RuntimeConfig {
     /// Create a demo customer on first start (sandbox only).
     #[arg(long, env = "RECARGA_DEMO", default_value_t = true, action = clap::ArgAction::Set)]
     pub demo: bool,
+
+    /// Lifetime of an operator or dashboard login session (s).
+    #[arg(long, env = "RECARGA_SESSION_TTL_S", default_value_t = 28_800)]
+    pub session_ttl_s: u64,
+
+    /// Key that signs session cookies (at least 32 characters); every replica
+    /// needs the same. Unset: derived from ADMIN_KEY.
+    #[arg(long, env = "RECARGA_SESSION_SECRET", hide_env_values = true, value_parser = secret)]
+    pub session_secret: Option<Secret>,
+
+    /// Mark session cookies `Secure` (HTTPS only). Unset: on in production.
+    #[arg(long, env = "RECARGA_COOKIE_SECURE", action = clap::ArgAction::Set)]
+    pub cookie_secure: Option<bool>,
 }
 
 pub fn parse_range(text: &str) -> Result<(u64, u64), String> {
@@ -276,6 +289,14 @@ impl RuntimeConfig {
             if !missing.is_empty() {
                 return Err(format!("RECARGA_UPSTREAM=latcom needs {}", missing.join(", ")));
             }
+        }
+        if let Some(Secret(key)) = &self.session_secret
+            && key.len() < 32
+        {
+            return Err("RECARGA_SESSION_SECRET must be at least 32 characters".into());
+        }
+        if self.session_ttl_s == 0 {
+            return Err("RECARGA_SESSION_TTL_S must be at least 1".into());
         }
         if self.queue_concurrency == 0 {
             return Err("QUEUE_CONCURRENCY must be at least 1".into());

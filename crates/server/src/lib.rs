@@ -13,4 +13,5 @@ pub mod keys;
 pub mod metrics;
 pub mod redis_link;
 pub mod topups;
+pub mod web;
 pub mod worker;

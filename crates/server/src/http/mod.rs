@@ -28,6 +28,7 @@ pub fn router(app: App) -> Router {
         .merge(v1::routes())
         .merge(compat::routes())
         .merge(openapi::routes())
+        .merge(crate::web::routes())
         .route("/health", get(health))
         .route("/api/queue/stats", get(queue_stats))
         .route("/api/admin/topups/{id}", get(admin_topup))

@@ -1,0 +1,696 @@
+//! Who is looking at a page: operator and customer logins, sessions, CSRF.
+//!
+//! - A login creates a row in `web_sessions` keyed by the SHA-256 of a random
+//!   256-bit token; the browser gets the token in a cookie signed with
+//!   HMAC-SHA256 (`token.signature`), `HttpOnly`, `SameSite=Strict`, `Path=/`,
+//!   with `Max-Age` = the session TTL. Logout deletes the row, so it holds on
+//!   every replica; an expired row opens nothing.
+//! - Every session has its own CSRF token, put in a hidden `csrf` field of
+//!   every state-changing form and compared in constant time before anything
+//!   else is read. The login forms use a double-submit token (a short-lived
+//!   cookie + the same value in the form).
+//! - Failed logins are counted per login name in the database
+//!   ([`LOCKOUT`]): from the fifth, the name is locked for 30 s, doubling.
+//! - Operators log in with email + argon2 password, or as `admin` with
+//!   `ADMIN_KEY` (break-glass, actor `break-glass`). Customers log in with
+//!   their id and an API key, checked like the API checks it; the session
+//!   remembers the key's prefix, and revoking the key ends the session.
+
+use super::WebError;
+use crate::app::App;
+use crate::keys;
+use askama::Template;
+use axum::Router;
+use axum::extract::{Form, FromRequestParts, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use hmac::{KeyInit, Mac};
+use recarga_store::{LockoutPolicy, WebSession};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+pub const ADMIN_COOKIE: &str = "recarga_admin";
+pub const CUSTOMER_COOKIE: &str = "recarga_customer";
+/// Double-submit token of the login forms.
+pub const LOGIN_COOKIE: &str = "recarga_login";
+/// Lifetime of a login form's token (s).
+pub const LOGIN_FORM_TTL_S: u64 = 3_600;
+/// The break-glass login name (its password is `ADMIN_KEY`).
+pub const BREAK_GLASS_LOGIN: &str = "admin";
+pub const BREAK_GLASS_ACTOR: &str = "break-glass";
+/// Shortest operator password accepted.
+pub const PASSWORD_MIN_LEN: usize = 12;
+
+/// Five failures within an hour lock the name for 30 s, doubling up to 1 h.
+pub const LOCKOUT: LockoutPolicy = LockoutPolicy {
+    threshold: 5,
+    base_ms: 30_000,
+    max_ms: 3_600_000,
+    window_ms: 3_600_000,
+};
+
+pub fn routes() -> Router<App> {
+    Router::new()
+        .route("/admin/login", get(admin_login_page).post(admin_login))
+        .route("/admin/logout", post(admin_logout))
+        .route("/dashboard/login", get(dashboard_login_page).post(dashboard_login))
+        .route("/dashboard/logout", post(dashboard_logout))
+}
+
+// ---------------------------------------------------------------- secrets
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `n` random bytes as hex.
+pub fn random_hex(n: usize) -> String {
+    let bytes: Vec<u8> = (0..n).map(|_| rand::random::<u8>()).collect();
+    hex(&bytes)
+}
+
+/// The key that signs cookies: `RECARGA_SESSION_SECRET`, else derived from
+/// `ADMIN_KEY` (replicas share it either way).
+fn cookie_key(app: &App) -> Vec<u8> {
+    let base = match &app.config.session_secret {
+        Some(secret) => secret.0.as_str(),
+        None => app.admin_key.as_str(),
+    };
+    Sha256::digest(format!("recarga-cookie-v1:{base}").as_bytes()).to_vec()
+}
+
+fn signature(app: &App, name: &str, token: &str) -> String {
+    match hmac::Hmac::<Sha256>::new_from_slice(&cookie_key(app)) {
+        Ok(mut mac) => {
+            mac.update(name.as_bytes());
+            mac.update(b"=");
+            mac.update(token.as_bytes());
+            hex(&mac.finalize().into_bytes())
+        }
+        // HMAC takes keys of any length; this cannot happen.
+        Err(_) => String::new(),
+    }
+}
+
+/// The cookie value for `token`: `token.signature`.
+pub fn sign_cookie(app: &App, name: &str, token: &str) -> String {
+    format!("{token}.{}", signature(app, name, token))
+}
+
+/// The token of a signed cookie value, if the signature is right.
+pub fn verify_cookie(app: &App, name: &str, value: &str) -> Option<String> {
+    let (token, sig) = value.rsplit_once('.')?;
+    let expected = signature(app, name, token);
+    let ok: bool = sig.as_bytes().ct_eq(expected.as_bytes()).into();
+    (ok && !expected.is_empty()).then(|| token.to_string())
+}
+
+/// Sessions are stored by the digest of their token.
+pub fn session_id(token: &str) -> String {
+    hex(&Sha256::digest(token.as_bytes()))
+}
+
+fn secure(app: &App) -> bool {
+    app.config
+        .cookie_secure
+        .unwrap_or(app.config.env == crate::config::RunEnv::Production)
+}
+
+fn set_cookie(app: &App, name: &str, value: &str, max_age_s: u64) -> HeaderValue {
+    let secure = if secure(app) { "; Secure" } else { "" };
+    let text = format!("{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_s}{secure}");
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("x=; Max-Age=0"))
+}
+
+fn clear_cookie(app: &App, name: &str) -> HeaderValue {
+    set_cookie(app, name, "", 0)
+}
+
+/// The raw value of cookie `name`.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim())
+}
+
+fn same(a: &str, b: &str) -> bool {
+    !a.is_empty() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+// ---------------------------------------------------------------- passwords
+
+/// An argon2id PHC string for `password`.
+pub fn hash_password(password: &str) -> Result<String, String> {
+    use argon2::password_hash::PasswordHasher;
+    argon2::Argon2::default()
+        .hash_password(password.as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|e| format!("cannot hash the password: {e}"))
+}
+
+/// Whether `password` matches the PHC string `stored`.
+pub fn verify_password(password: &str, stored: &str) -> bool {
+    use argon2::password_hash::{PasswordVerifier, phc::PasswordHash};
+    match PasswordHash::new(stored) {
+        Ok(parsed) => argon2::Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// A hash to verify against when the login name does not exist, so an
+/// unknown name costs the same time as a wrong password.
+fn decoy_hash() -> &'static str {
+    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DECOY.get_or_init(|| hash_password(&random_hex(16)).unwrap_or_default())
+}
+
+/// A new random operator password (shown once).
+pub fn generate_password() -> String {
+    random_hex(12)
+}
+
+// ---------------------------------------------------------------- sessions
+
+/// A logged-in operator.
+pub struct OperatorSession {
+    pub session: WebSession,
+}
+
+impl OperatorSession {
+    /// The name written to the audit log: the operator's email, or `break-glass`.
+    pub fn actor(&self) -> &str {
+        &self.session.subject
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.session.role == "admin"
+    }
+
+    pub fn csrf(&self) -> &str {
+        &self.session.csrf
+    }
+
+    /// Refuses (403) a change without this session's CSRF token or by a viewer.
+    pub fn may_change(&self, csrf: &str) -> Result<(), WebError> {
+        if !same(csrf, &self.session.csrf) {
+            return Err(WebError::forbidden(
+                "The form's security token is missing or stale. Reload the page and try again; nothing was changed.",
+            ));
+        }
+        if !self.is_admin() {
+            return Err(WebError::forbidden(
+                "Your role is viewer: you can look at everything but not change it.",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A logged-in customer (dashboard).
+pub struct CustomerSession {
+    pub session: WebSession,
+}
+
+impl CustomerSession {
+    pub fn customer_id(&self) -> &str {
+        &self.session.subject
+    }
+
+    pub fn csrf(&self) -> &str {
+        &self.session.csrf
+    }
+}
+
+async fn load_session(app: &App, headers: &HeaderMap, name: &str, kind: &str) -> Option<WebSession> {
+    let token = verify_cookie(app, name, cookie(headers, name)?)?;
+    let session = match app
+        .store
+        .get_session(&session_id(&token), recarga_store::now_ms())
+        .await
+    {
+        Ok(s) => s?,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading a session failed");
+            return None;
+        }
+    };
+    (session.kind == kind).then_some(session)
+}
+
+/// The operator session of a request, if any.
+pub async fn operator(app: &App, headers: &HeaderMap) -> Option<OperatorSession> {
+    load_session(app, headers, ADMIN_COOKIE, "operator")
+        .await
+        .map(|session| OperatorSession { session })
+}
+
+/// The customer session of a request, if any and its key is still valid.
+pub async fn customer(app: &App, headers: &HeaderMap) -> Option<CustomerSession> {
+    let session = load_session(app, headers, CUSTOMER_COOKIE, "customer").await?;
+    let prefix = session.key_prefix.as_deref()?;
+    let key = app.store.find_api_key(prefix).await.ok()??;
+    if key.revoked_at.is_some() || key.customer_id != session.subject {
+        return None;
+    }
+    let c = app.store.get_customer(&session.subject).await.ok()??;
+    c.active.then_some(CustomerSession { session })
+}
+
+fn login_redirect(login: &str, parts: &Parts) -> Response {
+    // Only a page can be come back to; a form post starts over from the overview.
+    let next = match parts.method {
+        axum::http::Method::GET => parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/admin"),
+        _ => "/admin",
+    };
+    Redirect::to(&format!("{login}?next={}", super::q(next))).into_response()
+}
+
+impl FromRequestParts<App> for OperatorSession {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
+        match operator(app, &parts.headers).await {
+            Some(s) => Ok(s),
+            None => Err(login_redirect("/admin/login", parts)),
+        }
+    }
+}
+
+impl FromRequestParts<App> for CustomerSession {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
+        match customer(app, &parts.headers).await {
+            Some(s) => Ok(s),
+            None => Err(Redirect::to("/dashboard/login").into_response()),
+        }
+    }
+}
+
+/// Opens a session and returns the `Set-Cookie` header for it.
+pub async fn open_session(
+    app: &App,
+    cookie_name: &str,
+    kind: &str,
+    subject: &str,
+    role: &str,
+    key_prefix: Option<String>,
+) -> Result<HeaderValue, WebError> {
+    let now = recarga_store::now_ms();
+    let ttl_s = app.config.session_ttl_s;
+    let token = random_hex(32);
+    let session = WebSession {
+        id: session_id(&token),
+        kind: kind.into(),
+        subject: subject.into(),
+        role: role.into(),
+        key_prefix,
+        csrf: random_hex(32),
+        created_at: now,
+        expires_at: now.saturating_add((ttl_s as i64).saturating_mul(1000)),
+    };
+    if let Err(e) = app.store.purge_sessions(now).await {
+        tracing::warn!(error = %e, "purging expired sessions failed");
+    }
+    app.store.create_session(&session).await?;
+    Ok(set_cookie(
+        app,
+        cookie_name,
+        &sign_cookie(app, cookie_name, &token),
+        ttl_s,
+    ))
+}
+
+// ---------------------------------------------------------------- throttling
+
+enum Throttle {
+    Open,
+    Locked { wait_s: i64 },
+}
+
+async fn throttle_state(app: &App, key: &str) -> Result<Throttle, WebError> {
+    let now = recarga_store::now_ms();
+    let state = app.store.login_throttle(key).await?;
+    Ok(match state.locked_until {
+        Some(until) if until > now => Throttle::Locked {
+            wait_s: (until - now + 999) / 1000,
+        },
+        _ => Throttle::Open,
+    })
+}
+
+async fn count_failure(app: &App, key: &str) -> Result<Throttle, WebError> {
+    let now = recarga_store::now_ms();
+    let state = app.store.record_login_failure(key, now, &LOCKOUT).await?;
+    Ok(match state.locked_until {
+        Some(until) if until > now => {
+            if let Err(e) = app
+                .store
+                .append_audit(
+                    "system",
+                    "login.locked",
+                    Some(key),
+                    Some(&format!("{} failed logins", state.failures)),
+                )
+                .await
+            {
+                tracing::warn!(error = %e, "auditing a lockout failed");
+            }
+            Throttle::Locked {
+                wait_s: (until - now + 999) / 1000,
+            }
+        }
+        _ => Throttle::Open,
+    })
+}
+
+fn locked_message(wait_s: i64) -> String {
+    format!("Too many failed logins: this login is locked. Try again in {wait_s} s.")
+}
+
+// ---------------------------------------------------------------- login pages
+
+#[derive(Template)]
+#[template(path = "admin_login.html")]
+struct AdminLoginPage {
+    csrf: String,
+    next: String,
+    email: String,
+    error: String,
+}
+
+#[derive(Template)]
+#[template(path = "dashboard_login.html")]
+struct DashboardLoginPage {
+    csrf: String,
+    customer_id: String,
+    error: String,
+}
+
+/// The login form's double-submit token: the cookie's, or a new one.
+fn login_token(app: &App, headers: &HeaderMap) -> (String, Option<HeaderValue>) {
+    if let Some(token) = cookie(headers, LOGIN_COOKIE).and_then(|v| verify_cookie(app, LOGIN_COOKIE, v)) {
+        return (token, None);
+    }
+    let token = random_hex(16);
+    let value = set_cookie(
+        app,
+        LOGIN_COOKIE,
+        &sign_cookie(app, LOGIN_COOKIE, &token),
+        LOGIN_FORM_TTL_S,
+    );
+    (token, Some(value))
+}
+
+fn page_with(status: StatusCode, html: String, cookies: Vec<HeaderValue>) -> Response {
+    let mut res = (status, Html(html)).into_response();
+    for c in cookies {
+        res.headers_mut().append(header::SET_COOKIE, c);
+    }
+    res
+}
+
+/// `next` only ever leads to a page of this site.
+fn safe_next(next: &str) -> String {
+    let ok = next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') && !next.contains("://");
+    if ok { next.to_string() } else { "/admin".into() }
+}
+
+#[derive(Deserialize)]
+struct NextQuery {
+    #[serde(default)]
+    next: String,
+}
+
+async fn admin_login_page(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Query(q): Query<NextQuery>,
+) -> Result<Response, WebError> {
+    if operator(&app, &headers).await.is_some() {
+        return Ok(Redirect::to(&safe_next(&q.next)).into_response());
+    }
+    let (csrf, set) = login_token(&app, &headers);
+    let page = AdminLoginPage {
+        csrf,
+        next: safe_next(&q.next),
+        email: String::new(),
+        error: String::new(),
+    };
+    Ok(page_with(StatusCode::OK, page.render()?, set.into_iter().collect()))
+}
+
+#[derive(Deserialize)]
+struct AdminLoginForm {
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    next: String,
+}
+
+async fn admin_login(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Form(form): Form<AdminLoginForm>,
+) -> Result<Response, WebError> {
+    let (token, set) = login_token(&app, &headers);
+    let email = form.email.trim().to_ascii_lowercase();
+    let next = safe_next(&form.next);
+    let render = |status: StatusCode, error: String| -> Result<Response, WebError> {
+        let page = AdminLoginPage {
+            csrf: token.clone(),
+            next: next.clone(),
+            email: email.clone(),
+            error,
+        };
+        Ok(page_with(status, page.render()?, set.clone().into_iter().collect()))
+    };
+    if set.is_some() || !same(&form.csrf, &token) {
+        return render(
+            StatusCode::FORBIDDEN,
+            "The login form expired. Please try again.".into(),
+        );
+    }
+    if email.is_empty() || form.password.is_empty() {
+        return render(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Enter your email and password.".into(),
+        );
+    }
+    let throttle_key = format!("operator:{email}");
+    if let Throttle::Locked { wait_s } = throttle_state(&app, &throttle_key).await? {
+        return render(StatusCode::TOO_MANY_REQUESTS, locked_message(wait_s));
+    }
+    let (subject, role) = if email == BREAK_GLASS_LOGIN {
+        let ok: bool = form.password.as_bytes().ct_eq(app.admin_key.as_bytes()).into();
+        (ok.then(|| BREAK_GLASS_ACTOR.to_string()), "admin".to_string())
+    } else {
+        let account = app.store.get_operator(&email).await?;
+        let stored = account
+            .as_ref()
+            .filter(|o| o.active)
+            .map(|o| o.password_hash.clone())
+            .unwrap_or_else(|| decoy_hash().to_string());
+        let password = form.password.clone();
+        let matches = tokio::task::spawn_blocking(move || verify_password(&password, &stored))
+            .await
+            .unwrap_or(false);
+        match account.filter(|o| o.active && matches) {
+            Some(o) => (Some(o.email), o.role),
+            None => (None, String::new()),
+        }
+    };
+    let Some(subject) = subject else {
+        return match count_failure(&app, &throttle_key).await? {
+            Throttle::Locked { wait_s } => render(StatusCode::TOO_MANY_REQUESTS, locked_message(wait_s)),
+            Throttle::Open => render(StatusCode::UNAUTHORIZED, "Wrong email or password.".into()),
+        };
+    };
+    app.store.clear_login_failures(&throttle_key).await?;
+    let cookie = open_session(&app, ADMIN_COOKIE, "operator", &subject, &role, None).await?;
+    app.store
+        .append_audit(&subject, "login", Some(&subject), Some(&format!("role {role}")))
+        .await?;
+    let mut res = Redirect::to(&next).into_response();
+    res.headers_mut().append(header::SET_COOKIE, cookie);
+    res.headers_mut()
+        .append(header::SET_COOKIE, clear_cookie(&app, LOGIN_COOKIE));
+    Ok(res)
+}
+
+#[derive(Deserialize)]
+pub struct CsrfOnly {
+    #[serde(default)]
+    pub csrf: String,
+}
+
+async fn admin_logout(
+    State(app): State<App>,
+    op: OperatorSession,
+    Form(form): Form<CsrfOnly>,
+) -> Result<Response, WebError> {
+    if !same(&form.csrf, op.csrf()) {
+        return Err(WebError::forbidden(
+            "The form's security token is missing or stale. Reload the page and try again.",
+        ));
+    }
+    app.store.delete_session(&op.session.id).await?;
+    app.store
+        .append_audit(op.actor(), "logout", Some(op.actor()), None)
+        .await?;
+    let mut res = Redirect::to("/admin/login").into_response();
+    res.headers_mut()
+        .append(header::SET_COOKIE, clear_cookie(&app, ADMIN_COOKIE));
+    Ok(res)
+}
+
+async fn dashboard_login_page(State(app): State<App>, headers: HeaderMap) -> Result<Response, WebError> {
+    if customer(&app, &headers).await.is_some() {
+        return Ok(Redirect::to("/dashboard").into_response());
+    }
+    let (csrf, set) = login_token(&app, &headers);
+    let page = DashboardLoginPage {
+        csrf,
+        customer_id: String::new(),
+        error: String::new(),
+    };
+    Ok(page_with(StatusCode::OK, page.render()?, set.into_iter().collect()))
+}
+
+#[derive(Deserialize)]
+struct DashboardLoginForm {
+    #[serde(default)]
+    customer_id: String,
+    #[serde(default)]
+    api_key: String,
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn dashboard_login(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Form(form): Form<DashboardLoginForm>,
+) -> Result<Response, WebError> {
+    let (token, set) = login_token(&app, &headers);
+    let customer_id = form.customer_id.trim().to_string();
+    let render = |status: StatusCode, error: String| -> Result<Response, WebError> {
+        let page = DashboardLoginPage {
+            csrf: token.clone(),
+            customer_id: customer_id.clone(),
+            error,
+        };
+        Ok(page_with(status, page.render()?, set.clone().into_iter().collect()))
+    };
+    if set.is_some() || !same(&form.csrf, &token) {
+        return render(
+            StatusCode::FORBIDDEN,
+            "The login form expired. Please try again.".into(),
+        );
+    }
+    if customer_id.is_empty() || form.api_key.trim().is_empty() {
+        return render(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Enter your customer id and API key.".into(),
+        );
+    }
+    let throttle_key = format!("customer:{customer_id}");
+    if let Throttle::Locked { wait_s } = throttle_state(&app, &throttle_key).await? {
+        return render(StatusCode::TOO_MANY_REQUESTS, locked_message(wait_s));
+    }
+    let presented = form.api_key.trim();
+    let mut prefix = None;
+    if let Some(p) = keys::prefix_of(presented)
+        && let Some(stored) = app.store.find_api_key(p).await?
+        && keys::verify(presented, &stored)
+        && stored.customer_id == customer_id
+        && app.store.get_customer(&customer_id).await?.is_some_and(|c| c.active)
+    {
+        prefix = Some(stored.prefix);
+    }
+    let Some(prefix) = prefix else {
+        return match count_failure(&app, &throttle_key).await? {
+            Throttle::Locked { wait_s } => render(StatusCode::TOO_MANY_REQUESTS, locked_message(wait_s)),
+            Throttle::Open => render(StatusCode::UNAUTHORIZED, "Wrong customer id or API key.".into()),
+        };
+    };
+    app.store.clear_login_failures(&throttle_key).await?;
+    let cookie = open_session(
+        &app,
+        CUSTOMER_COOKIE,
+        "customer",
+        &customer_id,
+        "customer",
+        Some(prefix),
+    )
+    .await?;
+    let mut res = Redirect::to("/dashboard").into_response();
+    res.headers_mut().append(header::SET_COOKIE, cookie);
+    res.headers_mut()
+        .append(header::SET_COOKIE, clear_cookie(&app, LOGIN_COOKIE));
+    Ok(res)
+}
+
+async fn dashboard_logout(
+    State(app): State<App>,
+    me: CustomerSession,
+    Form(form): Form<CsrfOnly>,
+) -> Result<Response, WebError> {
+    if !same(&form.csrf, me.csrf()) {
+        return Err(WebError::forbidden(
+            "The form's security token is missing or stale. Reload the page and try again.",
+        ));
+    }
+    app.store.delete_session(&me.session.id).await?;
+    let mut res = Redirect::to("/dashboard/login").into_response();
+    res.headers_mut()
+        .append(header::SET_COOKIE, clear_cookie(&app, CUSTOMER_COOKIE));
+    Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_hash_and_verify() {
+        let h = hash_password("correct horse battery").expect("hash");
+        assert!(h.starts_with("$argon2id$"));
+        assert!(verify_password("correct horse battery", &h));
+        assert!(!verify_password("correct horse battery!", &h));
+        assert!(!verify_password("x", "not a hash"));
+    }
+
+    #[test]
+    fn next_stays_on_this_site() {
+        assert_eq!(safe_next("/admin/customers?x=1"), "/admin/customers?x=1");
+        for bad in ["//evil.example", "https://evil.example", "/\\evil", "", "admin"] {
+            assert_eq!(safe_next(bad), "/admin", "{bad}");
+        }
+    }
+
+    #[test]
+    fn cookies_parse() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; recarga_admin=tok.sig; b=2"),
+        );
+        assert_eq!(cookie(&h, ADMIN_COOKIE), Some("tok.sig"));
+        assert_eq!(cookie(&h, "c"), None);
+    }
+}
