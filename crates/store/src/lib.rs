@@ -58,11 +58,18 @@ impl StoreError {
     /// The database could not be reached or had no free connection: the
     /// request may be retried (with the same reference).
     pub fn is_unavailable(&self) -> bool {
-        matches!(
-            self,
-            StoreError::Unavailable(_)
-                | StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_))
-        )
+        match self {
+            StoreError::Unavailable(_) => true,
+            StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)) => true,
+            // The server is shutting down or restarting (57P01–57P03: admin
+            // or crash shutdown, cannot connect now) or the connection broke
+            // (class 08). A write may or may not have committed: the caller
+            // retries with the same reference and idempotency tells.
+            StoreError::Database(sqlx::Error::Database(db)) => {
+                db.code().is_some_and(|code| code.starts_with("57P") || code.starts_with("08"))
+            }
+            _ => false,
+        }
     }
 }
 
