@@ -65,9 +65,9 @@ impl StoreError {
             // or crash shutdown, cannot connect now) or the connection broke
             // (class 08). A write may or may not have committed: the caller
             // retries with the same reference and idempotency tells.
-            StoreError::Database(sqlx::Error::Database(db)) => {
-                db.code().is_some_and(|code| code.starts_with("57P") || code.starts_with("08"))
-            }
+            StoreError::Database(sqlx::Error::Database(db)) => db
+                .code()
+                .is_some_and(|code| code.starts_with("57P") || code.starts_with("08")),
             _ => false,
         }
     }
