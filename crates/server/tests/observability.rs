@@ -24,18 +24,12 @@
 
 mod common;
 
+use common::procs::{Proc, Sim, client, free_port, recarga, run};
 use recarga_store::testing::{engines, fresh, temp_dir};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_recarga");
-/// Longest a child may take to answer after it was started.
-const READY_WITHIN: Duration = Duration::from_secs(30);
-/// Longest an operator command may run.
-const CLI_WITHIN: Duration = Duration::from_secs(60);
+use std::path::Path;
+use std::time::Duration;
 
 const ADMIN_KEY: &str = "canary-admin-key-5e8d2c41";
 const LATCOM_PASSWORD: &str = "canary-latcom-pass-7f3a";
@@ -44,104 +38,13 @@ const WRONG_KEY: &str = "rk_0123456789ab_canarycanarycanarycanarycanarycanary123
 const PHONE: &str = "5512345678";
 const PHONE_MASKED: &str = "55******78";
 
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local addr").port()
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("http client")
-}
-
 /// `recarga` with a cleared environment, run in `work`: only what the test
 /// sets reaches it (and no `.env` is picked up).
 fn command(work: &Path, db_url: &str) -> std::process::Command {
-    let mut cmd = std::process::Command::new(BIN);
-    cmd.env_clear()
-        .current_dir(work)
-        .env("DATABASE_URL", db_url)
-        .env("RECARGA_DATA_DIR", work.join("data"))
-        .env("RECARGA_LOG", "info,sqlx=warn")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null());
+    let mut cmd = recarga(work);
+    cmd.env("DATABASE_URL", db_url)
+        .env("RECARGA_DATA_DIR", work.join("data"));
     cmd
-}
-
-/// A child process with its output in files; SIGKILLed and reaped on drop.
-struct Proc {
-    child: Child,
-    stdout: PathBuf,
-    stderr: PathBuf,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Proc {
-    fn spawn(mut cmd: std::process::Command, work: &Path, tag: &str) -> Proc {
-        let stdout = work.join(format!("{tag}.stdout"));
-        let stderr = work.join(format!("{tag}.stderr"));
-        cmd.stdout(std::fs::File::create(&stdout).expect("stdout file"))
-            .stderr(std::fs::File::create(&stderr).expect("stderr file"));
-        let child = cmd.spawn().expect("spawn recarga");
-        Proc { child, stdout, stderr }
-    }
-
-    fn stdout_text(&self) -> String {
-        std::fs::read_to_string(&self.stdout).unwrap_or_default()
-    }
-
-    fn stderr_text(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    /// stdout and the tail of stderr, for failure messages.
-    fn logs(&self) -> String {
-        let err = self.stderr_text();
-        let chars: Vec<char> = err.chars().collect();
-        let tail: String = chars[chars.len().saturating_sub(6000)..].iter().collect();
-        format!("--- stdout ---\n{}\n--- stderr (tail) ---\n{tail}", self.stdout_text())
-    }
-
-    /// Polls `url` until it answers `want` (any status when `None`).
-    async fn wait_answers(&mut self, url: &str, want: Option<StatusCode>) {
-        let http = client();
-        let deadline = Instant::now() + READY_WITHIN;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                panic!("the child exited before it was ready ({status}):\n{}", self.logs());
-            }
-            if let Ok(res) = http.get(url).send().await
-                && want.is_none_or(|w| res.status() == w)
-            {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{url} not answering within {READY_WITHIN:?}:\n{}",
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// SIGTERM, then waits up to `within` for the exit (SIGKILL on drop otherwise).
-    async fn stop(&mut self, within: Duration) {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + within;
-        while self.child.try_wait().expect("try_wait").is_none() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
 }
 
 /// `recarga serve` on a free loopback port, with the test's extra settings.
@@ -160,29 +63,22 @@ async fn serve(work: &Path, db_url: &str, tag: &str, env: &[(&str, &str)]) -> (P
     }
     let mut proc = Proc::spawn(cmd, work, tag);
     let base = format!("http://127.0.0.1:{port}");
-    proc.wait_answers(&format!("{base}/health"), Some(StatusCode::OK)).await;
+    proc.wait_http(&format!("{base}/health"), Some(StatusCode::OK)).await;
     (proc, base)
 }
 
 /// `recarga customer create` (same database); returns the API key it prints once.
 async fn create_customer(work: &Path, db_url: &str, id: &str, credit: &str) -> String {
     let mut cmd = command(work, db_url);
-    cmd.args(["customer", "create", "--id", id, "--name", id, "--credit", credit])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut cmd = tokio::process::Command::from(cmd);
-    cmd.kill_on_drop(true);
-    let out = tokio::time::timeout(CLI_WITHIN, cmd.output())
-        .await
-        .expect("the command finishes")
-        .expect("the binary runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    cmd.args(["customer", "create", "--id", id, "--name", id, "--credit", credit]);
+    let out = run(cmd).await;
     assert!(
-        out.status.success(),
-        "recarga customer create failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        out.ok(),
+        "recarga customer create failed: {}\n{}",
+        out.stdout,
+        out.stderr
     );
-    let json: Value = serde_json::from_str(&stdout).expect("customer create prints JSON");
+    let json: Value = serde_json::from_str(&out.stdout).expect("customer create prints JSON");
     json["api_key"].as_str().expect("api_key").to_string()
 }
 
@@ -215,17 +111,9 @@ async fn no_secret_reaches_the_logs() {
         let db = fresh(engine).await;
         let work = temp_dir("observability");
 
-        let sim_port = free_port();
-        let mut sim_cmd = command(&work, &db.url);
-        sim_cmd
-            .args(["latcom-sim", "--port", &sim_port.to_string(), "--latency-ms", "20-50"])
-            .env(
-                "LATCOM_SIM_CONFIG",
-                json!({ "password": LATCOM_PASSWORD, "dist_api": LATCOM_DIST_API }).to_string(),
-            );
-        let mut sim = Proc::spawn(sim_cmd, &work, "sim");
-        let sim_base = format!("http://127.0.0.1:{sim_port}");
-        sim.wait_answers(&format!("{sim_base}/__sim/journal"), None).await;
+        let sim_config = json!({ "password": LATCOM_PASSWORD, "dist_api": LATCOM_DIST_API });
+        let sim = Sim::start(&work, "20-50", Some(&sim_config)).await;
+        let sim_base = sim.base.clone();
 
         let key = create_customer(&work, &db.url, "C", "1000").await;
         let key_secret = key.splitn(3, '_').nth(2).expect("rk_<prefix>_<secret>").to_string();

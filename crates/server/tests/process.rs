@@ -9,8 +9,12 @@
 //! Every child gets a cleared environment with only the settings the test
 //! means (so `ADMIN_KEY`, `RECARGA_ENV`, `QUEUE_CONCURRENCY`, `DATABASE_URL`…
 //! cannot leak in from the shell), runs in its own temporary directory (so no
-//! `.env` is picked up) and is killed on drop, even when a test panics.
+//! `.env` is picked up) and is killed on drop, even when a test panics
+//! (`common::procs`).
 
+mod common;
+
+use common::procs::{CliRun, Proc, client, free_port, recarga, run};
 use recarga_domain::{Money, TopupStatus};
 use recarga_store::testing::{Engine, engines, fresh, temp_dir};
 use recarga_store::{Store, Topup, TopupFilter};
@@ -18,19 +22,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_recarga");
-/// Longest a child may take to answer `/health` after it was started.
-const READY_WITHIN: Duration = Duration::from_secs(30);
-/// Longest an operator command may run.
-const CLI_WITHIN: Duration = Duration::from_secs(60);
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local addr").port()
-}
 
 /// Where a child finds its data, and the directory it runs in.
 #[derive(Debug, Clone)]
@@ -61,50 +54,12 @@ impl Place {
 
     /// `recarga` with a cleared environment: only what is set here reaches it.
     fn command(&self) -> std::process::Command {
-        let mut cmd = std::process::Command::new(BIN);
-        cmd.env_clear()
-            .current_dir(&self.work)
-            .env("RECARGA_DATA_DIR", &self.data_dir)
-            .env("RECARGA_LOG", "info,sqlx=warn")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null());
+        let mut cmd = recarga(&self.work);
+        cmd.env("RECARGA_DATA_DIR", &self.data_dir);
         if let Some(url) = &self.db_url {
             cmd.env("DATABASE_URL", url);
         }
         cmd
-    }
-}
-
-/// What an operator command did.
-#[derive(Debug)]
-struct CliRun {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-    /// stdout parsed as JSON (`Null` when it is not JSON).
-    json: Value,
-}
-
-impl CliRun {
-    fn ok(&self) -> bool {
-        self.code == Some(0)
-    }
-}
-
-async fn run(mut cmd: std::process::Command) -> CliRun {
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut cmd = tokio::process::Command::from(cmd);
-    cmd.kill_on_drop(true);
-    let out = tokio::time::timeout(CLI_WITHIN, cmd.output())
-        .await
-        .expect("the command finishes")
-        .expect("the binary runs");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    CliRun {
-        code: out.status.code(),
-        json: serde_json::from_str(&stdout).unwrap_or(Value::Null),
-        stdout,
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
 
@@ -150,25 +105,14 @@ impl Default for ServeOpts {
 
 /// A running `recarga serve`; killed (SIGKILL) and reaped on drop.
 struct Server {
-    child: Child,
+    proc: Proc,
     base: String,
-    stdout: PathBuf,
-    stderr: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Server {
     /// Starts `recarga serve` and waits until `/health` answers 200.
     async fn start(place: &Place, opts: &ServeOpts, tag: &str) -> Server {
         let port = free_port();
-        let stdout = place.work.join(format!("{tag}.stdout"));
-        let stderr = place.work.join(format!("{tag}.stderr"));
         let mut cmd = place.command();
         cmd.arg("serve")
             .env("PORT", port.to_string())
@@ -177,84 +121,40 @@ impl Server {
             .env("RECARGA_UPSTREAM_TIMEOUT_S", opts.upstream_timeout_s.to_string())
             .env("RECARGA_LEASE_S", opts.lease_s.to_string())
             .env("RECARGA_STATUS_CHECK_BASE_S", opts.status_check_base_s.to_string())
-            .env("QUEUE_CONCURRENCY", opts.concurrency.to_string())
-            .stdout(std::fs::File::create(&stdout).expect("stdout file"))
-            .stderr(std::fs::File::create(&stderr).expect("stderr file"));
+            .env("QUEUE_CONCURRENCY", opts.concurrency.to_string());
         if let Some(demo) = opts.demo {
             cmd.env("RECARGA_DEMO", demo.to_string());
         }
-        let child = cmd.spawn().expect("spawn recarga serve");
         let mut server = Server {
-            child,
+            proc: Proc::spawn(cmd, &place.work, tag),
             base: format!("http://127.0.0.1:{port}"),
-            stdout,
-            stderr,
         };
-        server.wait_ready().await;
+        let health = format!("{}/health", server.base);
+        server.proc.wait_http(&health, Some(StatusCode::OK)).await;
         server
     }
 
-    async fn wait_ready(&mut self) {
-        let http = client();
-        let deadline = Instant::now() + READY_WITHIN;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                panic!("recarga serve exited before it was ready ({status}):\n{}", self.logs());
-            }
-            if let Ok(res) = http.get(format!("{}/health", self.base)).send().await
-                && res.status() == StatusCode::OK
-            {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "recarga serve not ready within {READY_WITHIN:?}:\n{}",
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
     fn stdout_text(&self) -> String {
-        std::fs::read_to_string(&self.stdout).unwrap_or_default()
+        self.proc.stdout_text()
     }
 
     /// stdout and the tail of stderr, for failure messages.
     fn logs(&self) -> String {
-        let err = std::fs::read_to_string(&self.stderr).unwrap_or_default();
-        let tail: String = {
-            let chars: Vec<char> = err.chars().collect();
-            chars[chars.len().saturating_sub(6000)..].iter().collect()
-        };
-        format!("--- stdout ---\n{}\n--- stderr (tail) ---\n{tail}", self.stdout_text())
+        self.proc.logs()
     }
 
     /// SIGKILL: the process dies wherever it is, with calls in flight.
     fn sigkill(&mut self) {
-        self.child.kill().expect("SIGKILL recarga serve");
-        self.child.wait().expect("reap recarga serve");
+        self.proc.sigkill();
     }
 
     fn sigterm(&self) {
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM failed");
+        self.proc.sigterm();
     }
 
     /// Waits for the process to exit by itself; `None` if it is still running.
     async fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        self.proc.wait_exit(within).await
     }
 
     async fn topup(&self, http: &reqwest::Client, key: &str, body: Value, wait: Option<u64>) -> (StatusCode, Value) {
@@ -280,13 +180,6 @@ impl Server {
         let status = res.status();
         (status, res.json().await.unwrap_or(Value::Null))
     }
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("http client")
 }
 
 fn topup_body(phone: &str, amount: &str, reference: &str) -> Value {

@@ -22,25 +22,22 @@
 //! Every child gets a cleared environment and is killed on drop, even when a
 //! test panics.
 
+mod common;
+
+use common::procs::{CliRun, Proc, Sim, all_topups, client, free_port, recarga, run};
 use futures::StreamExt;
 use recarga_domain::{Money, TopupStatus};
 use recarga_store::testing::{Engine, TestDb, fresh, temp_dir};
-use recarga_store::{Store, Topup, TopupFilter};
+use recarga_store::{Store, Topup};
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-const BIN: &str = env!("CARGO_BIN_EXE_recarga");
-/// Longest a child may take to answer after it was started (debug build, loaded machine).
-const READY_WITHIN: Duration = Duration::from_secs(60);
-/// Longest an operator command may run.
-const CLI_WITHIN: Duration = Duration::from_secs(60);
 /// The operator secret every replica gets.
 const ADMIN_KEY: &str = "replicas-test-admin-key-0123456789";
 /// Client-side bound on concurrent requests.
@@ -63,141 +60,6 @@ fn scale_env(test: &str) -> Option<String> {
             );
             None
         }
-    }
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local addr").port()
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .pool_max_idle_per_host(CLIENT_INFLIGHT_MAX)
-        .build()
-        .expect("http client")
-}
-
-/// A child process, killed (SIGKILL) and reaped on drop; its output goes to files.
-struct Proc {
-    name: String,
-    child: Child,
-    stdout: PathBuf,
-    stderr: PathBuf,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Proc {
-    fn spawn(mut cmd: std::process::Command, work: &Path, name: &str) -> Proc {
-        let stdout = work.join(format!("{name}.stdout"));
-        let stderr = work.join(format!("{name}.stderr"));
-        cmd.stdin(Stdio::null())
-            .stdout(std::fs::File::create(&stdout).expect("stdout file"))
-            .stderr(std::fs::File::create(&stderr).expect("stderr file"));
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
-        Proc {
-            name: name.to_string(),
-            child,
-            stdout,
-            stderr,
-        }
-    }
-
-    fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.try_wait().expect("try_wait")
-    }
-
-    fn stderr_text(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    /// stdout and the tail of stderr, for failure messages.
-    fn logs(&self) -> String {
-        let out = std::fs::read_to_string(&self.stdout).unwrap_or_default();
-        let err = self.stderr_text();
-        let chars: Vec<char> = err.chars().collect();
-        let tail: String = chars[chars.len().saturating_sub(4000)..].iter().collect();
-        // These tests only ever SIGKILL; a drain means a signal from outside.
-        let note = if err.contains("shutdown requested") {
-            format!(
-                "NOTE: {} was sent SIGTERM/SIGINT by something outside this test (it drained and exited)\n",
-                self.name
-            )
-        } else {
-            String::new()
-        };
-        format!(
-            "{note}--- {} stdout ---\n{out}\n--- {} stderr (tail) ---\n{tail}",
-            self.name, self.name
-        )
-    }
-
-    /// SIGKILL: the process dies wherever it is, with calls in flight.
-    fn sigkill(&mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("reap");
-    }
-}
-
-/// The standalone Latcom simulator every replica of a test talks to.
-struct Sim {
-    proc: Proc,
-    base: String,
-}
-
-impl Sim {
-    async fn start(work: &Path, latency_ms: &str) -> Sim {
-        let port = free_port();
-        let mut cmd = std::process::Command::new(BIN);
-        cmd.env_clear()
-            .current_dir(work)
-            .env("RECARGA_LOG", "info")
-            .env("NO_COLOR", "1")
-            .args([
-                "latcom-sim",
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--latency-ms",
-                latency_ms,
-            ]);
-        let mut sim = Sim {
-            proc: Proc::spawn(cmd, work, "latcom-sim"),
-            base: format!("http://127.0.0.1:{port}"),
-        };
-        let http = client();
-        let deadline = Instant::now() + READY_WITHIN;
-        loop {
-            if let Some(status) = sim.proc.exited() {
-                panic!("latcom-sim exited ({status}):\n{}", sim.proc.logs());
-            }
-            if let Ok(res) = http.get(format!("{}/__sim/journal", sim.base)).send().await
-                && res.status() == StatusCode::OK
-            {
-                return sim;
-            }
-            assert!(Instant::now() < deadline, "latcom-sim not ready:\n{}", sim.proc.logs());
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// `GET /__sim/journal`: `{"logins","entries":{dist_transid:{…}},"totals"}`.
-    async fn journal(&self) -> Value {
-        let res = client()
-            .get(format!("{}/__sim/journal", self.base))
-            .send()
-            .await
-            .expect("GET /__sim/journal");
-        assert_eq!(res.status(), StatusCode::OK);
-        res.json().await.expect("journal JSON")
     }
 }
 
@@ -230,6 +92,20 @@ struct Replica {
 }
 
 impl Replica {
+    /// Its logs, for failure messages.
+    fn logs(&self) -> String {
+        // These tests only ever SIGKILL; a drain means a signal from outside.
+        let note = if self.proc.stderr_text().contains("shutdown requested") {
+            format!(
+                "NOTE: {} was sent SIGTERM/SIGINT by something outside this test (it drained and exited)\n",
+                self.proc.name
+            )
+        } else {
+            String::new()
+        };
+        format!("{note}{}", self.proc.logs())
+    }
+
     /// The worker owner this process leases top-ups as (`w-…`), from its log.
     fn worker_owner(&self) -> Option<String> {
         let text = self.proc.stderr_text();
@@ -263,16 +139,7 @@ impl Replica {
 }
 
 fn all_logs(replicas: &[Replica]) -> String {
-    replicas.iter().map(|r| r.proc.logs()).collect::<Vec<_>>().join("\n")
-}
-
-/// What an operator command did.
-#[derive(Debug)]
-struct CliRun {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-    json: Value,
+    replicas.iter().map(|r| r.logs()).collect::<Vec<_>>().join("\n")
 }
 
 /// One test's world: a fresh PostgreSQL database, a Redis prefix, a simulator.
@@ -288,7 +155,7 @@ impl Deployment {
     async fn new(tag: &str, redis_url: &str, sim_latency_ms: &str) -> Deployment {
         let db = fresh(Engine::Postgres).await;
         let work = temp_dir(tag);
-        let sim = Sim::start(&work, sim_latency_ms).await;
+        let sim = Sim::start(&work, sim_latency_ms, None).await;
         Deployment {
             db,
             work,
@@ -304,12 +171,8 @@ impl Deployment {
 
     /// `recarga` with a cleared environment: this test's database and Redis only.
     fn command(&self) -> std::process::Command {
-        let mut cmd = std::process::Command::new(BIN);
-        cmd.env_clear()
-            .current_dir(&self.work)
-            .env("RECARGA_DATA_DIR", self.work.join("data"))
-            .env("RECARGA_LOG", "info,sqlx=warn")
-            .env("NO_COLOR", "1")
+        let mut cmd = recarga(&self.work);
+        cmd.env("RECARGA_DATA_DIR", self.work.join("data"))
             .env("DATABASE_URL", &self.db.url)
             .env("REDIS_URL", &self.redis_url)
             .env("RECARGA_REDIS_PREFIX", &self.prefix);
@@ -318,23 +181,8 @@ impl Deployment {
 
     async fn cli(&self, args: &[&str]) -> CliRun {
         let mut cmd = self.command();
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut cmd = tokio::process::Command::from(cmd);
-        cmd.kill_on_drop(true);
-        let out = tokio::time::timeout(CLI_WITHIN, cmd.output())
-            .await
-            .unwrap_or_else(|_| panic!("recarga {args:?} did not finish within {CLI_WITHIN:?}"))
-            .expect("the binary runs");
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        CliRun {
-            code: out.status.code(),
-            json: serde_json::from_str(&stdout).unwrap_or(Value::Null),
-            stdout,
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        cmd.args(args);
+        run(cmd).await
     }
 
     async fn cli_ok(&self, args: &[&str]) -> Value {
@@ -374,12 +222,7 @@ impl Deployment {
             .env("RECARGA_BIND", "127.0.0.1")
             .env("ADMIN_KEY", ADMIN_KEY)
             .env("RECARGA_DEMO", "false")
-            .env("RECARGA_UPSTREAM", "latcom")
-            .env("LATCOM_BASE_URL", &self.sim.base)
-            .env("LATCOM_USERNAME", "sim-user")
-            .env("LATCOM_PASSWORD", "sim-pass")
-            .env("LATCOM_DIST_API_KEY", "sim-dist-api")
-            .env("LATCOM_USER_UID", "sim-uid")
+            .envs(self.sim.gateway_env())
             .env("QUEUE_CONCURRENCY", opts.concurrency.to_string())
             .env("RECARGA_LEASE_S", opts.lease_s.to_string())
             .env("RECARGA_UPSTREAM_TIMEOUT_S", opts.upstream_timeout_s.to_string())
@@ -396,30 +239,9 @@ impl Deployment {
         let mut replicas: Vec<Replica> = (0..n)
             .map(|i| self.spawn_replica(&format!("replica-{i}"), opts))
             .collect();
-        let http = client();
-        let deadline = Instant::now() + READY_WITHIN;
         for replica in &mut replicas {
-            loop {
-                if let Some(status) = replica.proc.exited() {
-                    panic!(
-                        "{} exited before it was ready ({status}):\n{}",
-                        replica.proc.name,
-                        replica.proc.logs()
-                    );
-                }
-                if let Ok(res) = http.get(format!("{}/health", replica.base)).send().await
-                    && res.status() == StatusCode::OK
-                {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "{} not ready within {READY_WITHIN:?}:\n{}",
-                    replica.proc.name,
-                    replica.proc.logs()
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            let health = format!("{}/health", replica.base);
+            replica.proc.wait_http(&health, Some(StatusCode::OK)).await;
         }
         replicas
     }
@@ -451,29 +273,6 @@ impl Deployment {
             .expect("get customer")
             .expect("customer exists")
             .balance
-    }
-}
-
-/// Every top-up of a customer (keyset pages).
-async fn all_topups(store: &dyn Store, customer: &str) -> Vec<Topup> {
-    let mut out = Vec::new();
-    let mut before_id = None;
-    loop {
-        let page = store
-            .list_topups(&TopupFilter {
-                customer_id: Some(customer.into()),
-                before_id: before_id.clone(),
-                limit: 1000,
-                ..Default::default()
-            })
-            .await
-            .expect("list top-ups");
-        let full = page.len() == 1000;
-        before_id = page.last().map(|t| t.id.clone());
-        out.extend(page);
-        if !full {
-            return out;
-        }
     }
 }
 
@@ -938,7 +737,7 @@ async fn redis_loss_loses_nothing_and_serves_no_stale_balance() {
     let replicas = dep.start_replicas(2, &ReplicaOpts::default()).await;
     let http = client();
     for r in &replicas {
-        assert_eq!(r.redis_up(&http).await, Some(true), "{}", r.proc.logs());
+        assert_eq!(r.redis_up(&http).await, Some(true), "{}", r.logs());
     }
 
     // A steady stream of top-ups over both replicas; phase 0 = Redis up,
@@ -1021,7 +820,7 @@ async fn redis_loss_loses_nothing_and_serves_no_stale_balance() {
                 "{}: /health says redis.up = {up:?} {:?} after Redis came back:\n{}",
                 r.proc.name,
                 restarted.elapsed(),
-                r.proc.logs()
+                r.logs()
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

@@ -5,6 +5,8 @@
 //! read the simulator's ground-truth journal through `sandbox`.
 #![allow(dead_code)]
 
+pub mod procs;
+
 use recarga_domain::{Money, TopupStatus};
 use recarga_server::app::{self, App, Roles};
 use recarga_server::config::RuntimeConfig;
