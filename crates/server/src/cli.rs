@@ -219,6 +219,9 @@ pub enum CustomerCmd {
         /// Use the gateway's default rate limit again.
         #[arg(long)]
         default_rate_limit: bool,
+        /// Why, for the audit log.
+        #[arg(long)]
+        reason: Option<String>,
         #[arg(long, default_value_t = default_actor())]
         actor: String,
     },
@@ -549,6 +552,7 @@ async fn customer_cmd(store: &dyn Store, cmd: CustomerCmd) -> anyhow::Result<Val
             fx_rate,
             rate_limit,
             default_rate_limit,
+            reason,
             actor,
         } => {
             if rate_limit.is_some_and(|r| r < 0) {
@@ -573,6 +577,7 @@ async fn customer_cmd(store: &dyn Store, cmd: CustomerCmd) -> anyhow::Result<Val
                 catalogue,
                 active,
                 fx_rate_micro: fx_rate,
+                reason,
             };
             json!({ "customer": customer_json(&store.update_customer(&id, &patch, &actor).await?) })
         }

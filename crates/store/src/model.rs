@@ -80,6 +80,9 @@ pub struct CustomerPatch {
     pub fx_rate_micro: Option<i64>,
     /// `Some(None)` returns to the gateway default.
     pub rate_limit_per_s: Option<Option<i64>>,
+    /// Why, for the audit log (written in the same transaction as the change).
+    #[serde(skip)]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone)]

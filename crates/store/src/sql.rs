@@ -486,7 +486,7 @@ macro_rules! impl_store {
                     id,
                     serde_json::to_string(&before).ok(),
                     serde_json::to_string(&after).ok(),
-                    None,
+                    patch.reason.as_deref(),
                     now,
                 )
                 .await?;

@@ -767,16 +767,10 @@ async fn limits(
         active,
         fx_rate_micro: None,
         rate_limit_per_s: rate_limit,
+        reason: Some(reason.to_string()),
     };
+    // One transaction: the change and its audit entry (before, after, reason).
     app.store.update_customer(&id, &patch, op.actor()).await?;
-    // `update_customer` audits before/after; the reason goes in its own row.
-    if let Err(e) = app
-        .store
-        .append_audit(op.actor(), "customer.update.reason", Some(&id), Some(reason))
-        .await
-    {
-        tracing::error!(error = %e, "auditing the reason of a settings change failed");
-    }
     app.customer_changed(&id).await;
     Ok(Redirect::to(&format!("/admin/customers/{}?notice=limits", super::q(&id))).into_response())
 }
