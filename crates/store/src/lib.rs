@@ -60,7 +60,16 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         match self {
             StoreError::Unavailable(_) => true,
-            StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)) => true,
+            StoreError::Database(
+                sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Io(_)
+                // A connection opened while the server starts up can fail its
+                // handshake (seen: "unexpected response from SSLRequest").
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::WorkerCrashed,
+            ) => true,
             // The server is shutting down or restarting (57P01–57P03: admin
             // or crash shutdown, cannot connect now) or the connection broke
             // (class 08). A write may or may not have committed: the caller
