@@ -653,6 +653,15 @@ async fn operator_pages_create_issue_limit_and_resolve() {
         let page = b.get(&format!("/admin/transactions/{id}")).await;
         assert!(page.text.contains("id=\"resolve-form\""));
         assert!(page.text.contains("id=\"exchanges\""));
+        // No outcome is preselected: an operator must choose what moves money.
+        assert!(page.text.contains("<option value=\"\" selected disabled>"), "{setup:?}");
+        let res = b
+            .post(
+                &format!("/admin/transactions/{id}/resolve"),
+                &[("csrf", &csrf), ("outcome", ""), ("reason", "no choice")],
+            )
+            .await;
+        assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY, "{setup:?}");
         let res = b
             .post(
                 &format!("/admin/transactions/{id}/resolve"),

@@ -116,7 +116,8 @@ async fn usage_today(app: &App, customer_id: &str) -> Result<String, WebError> {
             .iter()
             .map(|t| format!("{} {}", t.count, t.status.to_ascii_lowercase()))
             .collect();
-        format!("{total} top-ups today ({})", parts.join(", "))
+        let noun = if total == 1 { "top-up" } else { "top-ups" };
+        format!("{total} {noun} today ({})", parts.join(", "))
     })
 }
 
