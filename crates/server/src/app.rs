@@ -178,30 +178,6 @@ impl App {
         Ok((app, sim))
     }
 
-    /// A customer, from the shared cache when there is one.
-    pub async fn customer(&self, id: &str) -> Result<Option<recarga_store::Customer>, recarga_store::StoreError> {
-        if let Some(redis) = &self.redis
-            && let Some(c) = redis.get_customer(id).await
-        {
-            return Ok(Some(c));
-        }
-        let customer = self.store.get_customer(id).await?;
-        if let (Some(redis), Some(c)) = (&self.redis, &customer) {
-            redis.put_customer(c).await;
-        }
-        Ok(customer)
-    }
-
-    /// Call after any change to a customer's row (balance, limits, status):
-    /// writes the new version through to the shared cache.
-    pub async fn customer_changed(&self, id: &str) {
-        if let Some(redis) = &self.redis
-            && let Ok(Some(c)) = self.store.get_customer(id).await
-        {
-            redis.put_customer(&c).await;
-        }
-    }
-
     /// Counts a request against the customer's rate limit.
     pub async fn rate_hit(&self, customer: &recarga_store::Customer) -> Option<RateDecision> {
         let limit = customer

@@ -390,14 +390,6 @@ pub async fn issue_key(
     Ok((issued.plaintext, issued.record.id))
 }
 
-/// The customer an operator command changes, when the command names it.
-pub fn customer_touched(command: &Command) -> Option<String> {
-    match command {
-        Command::Customer(CustomerCmd::Credit { id, .. } | CustomerCmd::Set { id, .. }) => Some(id.clone()),
-        _ => None,
-    }
-}
-
 /// Runs one operator command; returns the JSON to print and the exit code.
 pub async fn run_operator(store: &dyn Store, command: Command) -> anyhow::Result<(Value, i32)> {
     let out = match command {

@@ -70,15 +70,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         other => {
             let store = app::open_store(&cli.db).await?;
-            let touched = cli::customer_touched(&other);
             let (out, code) = cli::run_operator(store.as_ref(), other).await?;
-            // A running gateway must not serve a balance older than this change.
-            let touched = touched.or_else(|| out["resolved"]["customer_id"].as_str().map(str::to_string));
-            if let (Some(redis), Some(id)) = (app::open_redis(&cli.db)?, touched)
-                && let Some(customer) = store.get_customer(&id).await?
-            {
-                redis.put_customer(&customer).await;
-            }
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(code)
         }

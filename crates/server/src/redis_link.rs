@@ -1,18 +1,18 @@
 //! Redis, optional and never trusted with money.
 //!
 //! With `REDIS_URL` set, replicas share through Redis:
-//! - a **customer cache** (balance, limits, status) written through after every
-//!   change with a compare-by-version script, so an older value can never
-//!   overwrite a newer one, and a TTL (`CACHE_TTL_S`) as the safety net;
 //! - **rate-limit** counters per customer and second;
 //! - **events** (`{prefix}events` channel) for live pages.
 //!
+//! Customers and balances are not cached here: every API request reads its
+//! key and customer from the database in one query (`Store::find_caller`),
+//! so a balance or a revocation is never stale.
+//!
 //! Every operation has a short timeout. When Redis fails, callers fall back to
-//! the database or to in-process equivalents, `/health` reports it, and the
+//! in-process equivalents, `/health` reports it, and the
 //! connection manager reconnects by itself: losing Redis costs latency, never
 //! a top-up.
 
-use recarga_store::Customer;
 use redis::aio::ConnectionManager;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -22,28 +22,12 @@ pub const REDIS_OP_TIMEOUT_MS: u64 = 250;
 /// While Redis is known to be down, callers skip it (fail fast) and only one
 /// probe per this interval waits on it.
 pub const REDIS_RETRY_MS: i64 = 1_000;
-/// Lifetime of a cached customer: the safety net behind write-through.
-pub const CACHE_TTL_S: u64 = 30;
-
-/// Stores `ARGV[2]` (JSON) at `KEYS[1]` unless the cached version is newer.
-const PUT_IF_NEWER: &str = r#"
-local cur = redis.call('HGET', KEYS[1], 'v')
-if cur and tonumber(cur) > tonumber(ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[1], 'v', ARGV[1], 'json', ARGV[2])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-return 1
-"#;
-
 pub struct RedisLink {
     manager: ConnectionManager,
     prefix: String,
     up: AtomicBool,
     /// When the last probe of a down Redis may be made again (ms since epoch).
     next_probe_ms: std::sync::atomic::AtomicI64,
-    /// Cache keys whose write-through failed: deleted once Redis answers
-    /// again, so a value cached before an outage is never served after it.
-    dirty: std::sync::Mutex<std::collections::HashSet<String>>,
-    put_if_newer: redis::Script,
 }
 
 /// The outcome of one rate-limit hit.
@@ -70,8 +54,6 @@ impl RedisLink {
             prefix: prefix.to_string(),
             up: AtomicBool::new(true),
             next_probe_ms: std::sync::atomic::AtomicI64::new(0),
-            dirty: std::sync::Mutex::new(std::collections::HashSet::new()),
-            put_if_newer: redis::Script::new(PUT_IF_NEWER),
         })
     }
 
@@ -120,7 +102,7 @@ impl RedisLink {
         if self.up.swap(false, Ordering::Relaxed) {
             tracing::error!(
                 error = why,
-                "Redis unavailable: running degraded (cache bypassed, limits in process)"
+                "Redis unavailable: running degraded (rate limits in process)"
             );
         }
     }
@@ -131,62 +113,6 @@ impl RedisLink {
         self.run(async move { redis::cmd("PING").query_async::<String>(&mut conn).await })
             .await
             .is_some()
-    }
-
-    pub async fn get_customer(&self, id: &str) -> Option<Customer> {
-        self.clean_dirty().await?;
-        let mut conn = self.manager.clone();
-        let key = self.key(&format!("customer:{id}"));
-        let json: Option<String> = self
-            .run(async move { redis::cmd("HGET").arg(key).arg("json").query_async(&mut conn).await })
-            .await?;
-        json.and_then(|j| serde_json::from_str(&j).ok())
-    }
-
-    pub async fn put_customer(&self, customer: &Customer) {
-        let Ok(json) = serde_json::to_string(customer) else {
-            return;
-        };
-        let mut conn = self.manager.clone();
-        let key = self.key(&format!("customer:{}", customer.id));
-        let script = self.put_if_newer.clone();
-        let version = customer.version;
-        let dirty_key = key.clone();
-        let written: Option<i64> = self
-            .run(async move {
-                script
-                    .key(key)
-                    .arg(version)
-                    .arg(json)
-                    .arg(CACHE_TTL_S)
-                    .invoke_async(&mut conn)
-                    .await
-            })
-            .await;
-        if written.is_none() {
-            self.dirty.lock().unwrap_or_else(|e| e.into_inner()).insert(dirty_key);
-        }
-    }
-
-    /// Deletes the keys whose write-through failed; `None` while that fails
-    /// (the caller then reads the database).
-    async fn clean_dirty(&self) -> Option<()> {
-        let stale: Vec<String> = {
-            let mut dirty = self.dirty.lock().unwrap_or_else(|e| e.into_inner());
-            if dirty.is_empty() {
-                return Some(());
-            }
-            dirty.drain().collect()
-        };
-        let mut conn = self.manager.clone();
-        let keys = stale.clone();
-        let deleted: Option<i64> = self
-            .run(async move { redis::cmd("DEL").arg(keys).query_async(&mut conn).await })
-            .await;
-        if deleted.is_none() {
-            self.dirty.lock().unwrap_or_else(|e| e.into_inner()).extend(stale);
-        }
-        deleted.map(|_| ())
     }
 
     /// Counts one request of `customer` in the current second.

@@ -165,7 +165,6 @@ pub async fn submit(
             tracing::info!(id = %t.id, customer = %customer.id, phone = %input.phone, amount = %input.amount, "top-up accepted");
             app.hub.work_available();
             crate::metrics::topup_accepted(&t.product_id);
-            app.customer_changed(&customer.id).await;
             app.publish_topup(&t).await;
             (t, false)
         }

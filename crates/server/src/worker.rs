@@ -246,9 +246,6 @@ async fn process(app: &App, topup: Topup) {
         match app.finishes.submit(finish.clone()).await {
             Ok(Some(t)) => {
                 app.hub.topup_changed(&t.id);
-                if t.status.is_final() {
-                    app.customer_changed(&t.customer_id).await;
-                }
                 app.publish_topup(&t).await;
                 if t.status == recarga_domain::TopupStatus::Pending {
                     app.hub.work_available();
@@ -373,7 +370,6 @@ async fn check_status(app: &App, topup: Topup) -> Result<(), recarga_store::Stor
         Ok(t) => {
             tracing::info!(id = %t.id, status = %t.status, "UNKNOWN resolved by status query");
             app.hub.topup_changed(&t.id);
-            app.customer_changed(&t.customer_id).await;
             app.publish_topup(&t).await;
             Ok(())
         }

@@ -307,7 +307,6 @@ async fn create_customer(
         ..NewCustomer::new(id, name)
     };
     app.store.create_customer(&new, op.actor()).await?;
-    app.customer_changed(id).await;
     Ok(Redirect::to(&format!("/admin/customers/{}", super::q(id))).into_response())
 }
 
@@ -614,7 +613,6 @@ async fn adjust(
             reason: reason.to_string(),
         })
         .await?;
-    app.customer_changed(&id).await;
     // Live pages of this process update at once; other replicas within a second.
     app.hub
         .publish(&serde_json::json!({ "type": "balance", "customer_id": id }).to_string());
@@ -771,7 +769,6 @@ async fn limits(
     };
     // One transaction: the change and its audit entry (before, after, reason).
     app.store.update_customer(&id, &patch, op.actor()).await?;
-    app.customer_changed(&id).await;
     Ok(Redirect::to(&format!("/admin/customers/{}?notice=limits", super::q(&id))).into_response())
 }
 
@@ -1064,7 +1061,6 @@ async fn resolve(
             exchange: None,
         })
         .await?;
-    app.customer_changed(&t.customer_id).await;
     app.publish_topup(&t).await;
     Ok(Redirect::to(&format!("/admin/transactions/{}", super::q(&id))).into_response())
 }
