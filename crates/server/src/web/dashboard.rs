@@ -239,11 +239,7 @@ async fn events(State(app): State<App>, headers: HeaderMap, Query(mut f): Query<
             }
             p.first = false;
             // Revoking the key (or deactivating the customer) ends the stream.
-            let key_ok = match p.app.store.find_api_key(&p.key_prefix).await {
-                Ok(Some(k)) => k.revoked_at.is_none() && k.customer_id == p.customer_id,
-                _ => false,
-            };
-            if !key_ok {
+            if !super::auth::key_still_opens(&p.app, &p.key_prefix, &p.customer_id).await {
                 return None;
             }
             let stale = p
