@@ -124,15 +124,15 @@ async fn write<B: Batched>(store: &dyn Store, jobs: Vec<Job<B>>) {
                 let _ = answer.send(result);
             }
         }
-        Err(e) if e.is_unavailable() || requests.len() == 1 => {
+        Err(e) if requests.len() == 1 => {
+            if let Some(answer) = answers.into_iter().next() {
+                let _ = answer.send(Err(e));
+            }
+        }
+        Err(e) if e.is_unavailable() => {
             let message = e.to_string();
-            let mut first = Some(e);
             for answer in answers {
-                let error = match first.take() {
-                    Some(e) if requests.len() == 1 => e,
-                    _ => StoreError::Unavailable(message.clone()),
-                };
-                let _ = answer.send(Err(error));
+                let _ = answer.send(Err(StoreError::Unavailable(message.clone())));
             }
         }
         Err(e) => {

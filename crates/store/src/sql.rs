@@ -39,6 +39,16 @@ macro_rules! impl_store {
         // Private helpers mirror the columns they write; a struct per call would add noise.
         #[allow(clippy::too_many_arguments)]
         impl $store {
+            /// Appends `(…, …)`: a parenthesised list of bound values, for `IN`.
+            fn push_list(q: &mut sqlx::QueryBuilder<$db>, items: impl IntoIterator<Item = String>) {
+                q.push("(");
+                let mut list = q.separated(", ");
+                for item in items {
+                    list.push_bind(item);
+                }
+                q.push(")");
+            }
+
             async fn insert_ledger(
                 conn: &mut $conn,
                 customer_id: &str,
@@ -622,27 +632,18 @@ macro_rules! impl_store {
                 // accept of a customer, on any replica, waits here, so the
                 // references read next cannot change before we commit.
                 let mut q = sqlx::QueryBuilder::<$db>::new(
-                    "SELECT id, balance, credit_limit, active, daily_limit FROM customers WHERE id IN (",
+                    "SELECT id, balance, credit_limit, active, daily_limit FROM customers WHERE id IN ",
                 );
-                let mut list = q.separated(", ");
-                for id in &ids {
-                    list.push_bind(id.to_string());
-                }
-                q.push(") ORDER BY id ").push($fu);
+                Self::push_list(&mut q, ids.iter().map(|id| id.to_string()));
+                q.push(" ORDER BY id ").push($fu);
                 let locked: Vec<(String, i64, i64, bool, Option<i64>)> =
                     q.build_query_as().fetch_all(&mut *tx).await?;
                 // 2. The references already taken (a superset: filtered by pair below).
-                let mut q = sqlx::QueryBuilder::<$db>::new("SELECT * FROM topups WHERE customer_id IN (");
-                let mut list = q.separated(", ");
-                for id in &ids {
-                    list.push_bind(id.to_string());
-                }
-                q.push(") AND reference IN (");
-                let mut list = q.separated(", ");
-                for r in batch.iter().map(|n| n.reference.as_str()).collect::<BTreeSet<_>>() {
-                    list.push_bind(r.to_string());
-                }
-                q.push(")");
+                let mut q = sqlx::QueryBuilder::<$db>::new("SELECT * FROM topups WHERE customer_id IN ");
+                Self::push_list(&mut q, ids.iter().map(|id| id.to_string()));
+                q.push(" AND reference IN ");
+                let references: BTreeSet<&str> = batch.iter().map(|n| n.reference.as_str()).collect();
+                Self::push_list(&mut q, references.into_iter().map(str::to_string));
                 let mut taken: HashMap<(String, String), $crate::Topup> = q
                     .build_query_as::<$crate::Topup>()
                     .fetch_all(&mut *tx)
@@ -659,12 +660,9 @@ macro_rules! impl_store {
                         "SELECT customer_id, CAST(COALESCE(SUM(face_value), 0) AS BIGINT) FROM topups
                          WHERE status <> 'FAILED' AND created_at > ",
                     );
-                    q.push_bind(now - 24 * 3600 * 1000).push(" AND customer_id IN (");
-                    let mut list = q.separated(", ");
-                    for id in &limited {
-                        list.push_bind(id.to_string());
-                    }
-                    q.push(") GROUP BY customer_id");
+                    q.push_bind(now - 24 * 3600 * 1000).push(" AND customer_id IN ");
+                    Self::push_list(&mut q, limited.iter().map(|id| id.to_string()));
+                    q.push(" GROUP BY customer_id");
                     used = q.build_query_as::<(String, i64)>().fetch_all(&mut *tx).await?.into_iter().collect();
                 }
                 // 4. Each request's answer, in arrival order, against what the
