@@ -530,6 +530,19 @@ fn phone(task: usize, seq: u64) -> String {
     format!("55{n:08}")
 }
 
+/// `POST /v1/topups` with `key`; 202 (accepted) is the expected answer.
+async fn post_async_topup(http: &reqwest::Client, url: &str, key: &str, body: String) -> load::Verdict {
+    let sent = http
+        .post(url)
+        .bearer_auth(key)
+        .header(CONTENT_TYPE, "application/json")
+        .body(body)
+        .timeout(REQUEST_TIMEOUT)
+        .send()
+        .await;
+    classify(sent, StatusCode::ACCEPTED, None, None).await
+}
+
 fn topup_body(tag: &str, task: usize, seq: u64) -> String {
     format!(
         r#"{{"phone":"{}","amount":"{AMOUNT_MXN}","reference":"{tag}-{task}-{seq}"}}"#,
@@ -704,15 +717,7 @@ async fn accept(
         let customers = Arc::clone(&customers);
         async move {
             let customer = &customers[(task + seq as usize) % customers.len()];
-            let sent = http
-                .post(&*url)
-                .bearer_auth(&customer.key)
-                .header(CONTENT_TYPE, "application/json")
-                .body(topup_body(tag, task, seq))
-                .timeout(REQUEST_TIMEOUT)
-                .send()
-                .await;
-            classify(sent, StatusCode::ACCEPTED, None, None).await
+            post_async_topup(&http, &url, &customer.key, topup_body(tag, task, seq)).await
         }
     })
     .await;
@@ -866,17 +871,7 @@ async fn preload(ctx: &mut Ctx, figures: &mut Map<String, Value>) -> Result<Back
         let http = http.clone();
         let url = Arc::clone(&url);
         let key = Arc::clone(&key);
-        async move {
-            let sent = http
-                .post(&*url)
-                .bearer_auth(&*key)
-                .header(CONTENT_TYPE, "application/json")
-                .body(topup_body("dr", task, seq))
-                .timeout(REQUEST_TIMEOUT)
-                .send()
-                .await;
-            classify(sent, StatusCode::ACCEPTED, None, None).await
-        }
+        async move { post_async_topup(&http, &url, &key, topup_body("dr", task, seq)).await }
     })
     .await;
     ctx.accepted += load.ok;
