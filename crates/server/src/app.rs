@@ -195,9 +195,9 @@ impl App {
         Some(self.limiter.hit(&customer.id, limit))
     }
 
-    /// Tells live pages (here and, through Redis, on other replicas) that a
-    /// top-up changed.
-    pub async fn publish_topup(&self, t: &recarga_store::Topup) {
+    /// Tells this process's live pages that a top-up changed (other replicas'
+    /// pages hear of it through PostgreSQL notifications, see [`run`]).
+    pub fn publish_topup(&self, t: &recarga_store::Topup) {
         let event = serde_json::json!({
             "type": "topup",
             "id": t.id,
@@ -207,9 +207,6 @@ impl App {
         })
         .to_string();
         self.hub.publish(&event);
-        if let Some(redis) = &self.redis {
-            redis.publish(&event).await;
-        }
     }
 
     /// Whether top-ups go to a simulator rather than a live upstream.

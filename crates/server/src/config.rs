@@ -21,7 +21,7 @@ pub struct DbConfig {
     #[arg(long, env = "RECARGA_DATA_DIR", default_value = "./data", global = true)]
     pub data_dir: PathBuf,
 
-    /// Redis URL (`redis://…`), optional: shared rate limits and live-page events
+    /// Redis URL (`redis://…`), optional: rate limits shared
     /// across replicas. Unset: in-process equivalents.
     #[arg(long, env = "REDIS_URL", global = true, hide_env_values = true)]
     pub redis_url: Option<String>,

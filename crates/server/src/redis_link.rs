@@ -1,8 +1,10 @@
 //! Redis, optional and never trusted with money.
 //!
 //! With `REDIS_URL` set, replicas share through Redis:
-//! - **rate-limit** counters per customer and second;
-//! - **events** (`{prefix}events` channel) for live pages.
+//! - **rate-limit** counters per customer and second.
+//!
+//! Live pages hear of other replicas' changes through PostgreSQL
+//! notifications, not through Redis.
 //!
 //! Customers and balances are not cached here: every API request reads its
 //! key and customer from the database in one query (`Store::find_caller`),
@@ -136,21 +138,5 @@ impl RedisLink {
             limit,
             remaining: limit.saturating_sub(count),
         })
-    }
-
-    /// Publishes an event for live pages on other replicas.
-    pub async fn publish(&self, payload: &str) {
-        let mut conn = self.manager.clone();
-        let channel = self.key("events");
-        let payload = payload.to_string();
-        let _: Option<i64> = self
-            .run(async move {
-                redis::cmd("PUBLISH")
-                    .arg(channel)
-                    .arg(payload)
-                    .query_async(&mut conn)
-                    .await
-            })
-            .await;
     }
 }

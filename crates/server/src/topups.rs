@@ -165,7 +165,7 @@ pub async fn submit(
             tracing::info!(id = %t.id, customer = %customer.id, phone = %input.phone, amount = %input.amount, "top-up accepted");
             app.hub.work_available();
             crate::metrics::topup_accepted(&t.product_id);
-            app.publish_topup(&t).await;
+            app.publish_topup(&t);
             (t, false)
         }
         Accepted::Existing(t) if t.request_hash != hash => {

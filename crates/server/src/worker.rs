@@ -246,7 +246,7 @@ async fn process(app: &App, topup: Topup) {
         match app.finishes.submit(finish.clone()).await {
             Ok(Some(t)) => {
                 app.hub.topup_changed(&t.id);
-                app.publish_topup(&t).await;
+                app.publish_topup(&t);
                 if t.status == recarga_domain::TopupStatus::Pending {
                     app.hub.work_available();
                 }
@@ -370,7 +370,7 @@ async fn check_status(app: &App, topup: Topup) -> Result<(), recarga_store::Stor
         Ok(t) => {
             tracing::info!(id = %t.id, status = %t.status, "UNKNOWN resolved by status query");
             app.hub.topup_changed(&t.id);
-            app.publish_topup(&t).await;
+            app.publish_topup(&t);
             Ok(())
         }
         // Resolved meanwhile (by an operator or a late worker answer).

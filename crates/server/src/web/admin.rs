@@ -1061,7 +1061,7 @@ async fn resolve(
             exchange: None,
         })
         .await?;
-    app.publish_topup(&t).await;
+    app.publish_topup(&t);
     Ok(Redirect::to(&format!("/admin/transactions/{}", super::q(&id))).into_response())
 }
 
