@@ -6,17 +6,21 @@
 //! transitions, the product [`catalogue`] and the [`pricing`] that turns a face
 //! value into what we send upstream and what we hold from the customer.
 
+pub mod accept;
 pub mod catalogue;
 pub mod failpoint;
 pub mod ids;
 pub mod money;
 pub mod msisdn;
+pub mod netlist;
 pub mod pricing;
 pub mod status;
 
+pub use accept::{AcceptRequest, Account, Plan, Prior, ReferencePolicy, Refusal, Verdict, plan_accepts};
 pub use catalogue::{CatalogueRule, Product, ProductQuote};
-pub use ids::{new_topup_id, valid_topup_id};
+pub use ids::{is_legacy_id, is_own_id, new_topup_id, valid_topup_id};
 pub use money::{Currency, Money, MoneyError};
 pub use msisdn::{Msisdn, MsisdnError};
+pub use netlist::{IpList, client_ip};
 pub use pricing::{Price, PricingError, price_topup};
 pub use status::TopupStatus;

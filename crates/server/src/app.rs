@@ -35,6 +35,10 @@ pub struct App {
     pub admin_key: Arc<String>,
     /// Shared state of the pages (the live queue reading all viewers share).
     pub pages: Arc<crate::web::PagesState>,
+    /// Proxies whose `X-Forwarded-For` names the client (`RECARGA_TRUSTED_PROXIES`).
+    pub trusted_proxies: Arc<recarga_domain::IpList>,
+    /// When this process started (`/health` `uptime`).
+    pub started: std::time::Instant,
 }
 
 /// Opens the optional Redis link named by the database settings.
@@ -45,30 +49,30 @@ pub fn open_redis(db: &DbConfig) -> anyhow::Result<Option<Arc<RedisLink>>> {
     }
 }
 
-/// Per-customer request counters of this process: the fallback when there is
-/// no Redis (or it is down). Fixed one-second windows.
+/// Request counters of this process: the fallback when there is no Redis
+/// (or it is down). Fixed windows aligned on the epoch, per bucket.
 #[derive(Default)]
 pub struct LocalLimiter {
-    windows: std::sync::Mutex<std::collections::HashMap<String, (i64, u64)>>,
+    windows: std::sync::Mutex<std::collections::HashMap<(String, u64), (i64, u64)>>,
 }
 
+/// Buckets kept before windows that ended are swept.
+pub const LOCAL_LIMITER_BUCKETS_MAX: usize = 100_000;
+
 impl LocalLimiter {
-    pub fn hit(&self, customer: &str, limit: u64) -> RateDecision {
-        let second = chrono::Utc::now().timestamp();
+    pub fn hit(&self, bucket: &str, limit: u64, window_s: u64) -> RateDecision {
+        let now = chrono::Utc::now().timestamp();
+        let (start, reset_s) = crate::redis_link::window_of(now, window_s);
         let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
-        if windows.len() > 100_000 {
-            windows.retain(|_, (s, _)| *s == second);
+        if windows.len() > LOCAL_LIMITER_BUCKETS_MAX {
+            windows.retain(|(_, w), (s, _)| *s + *w as i64 > now);
         }
-        let slot = windows.entry(customer.to_string()).or_insert((second, 0));
-        if slot.0 != second {
-            *slot = (second, 0);
+        let slot = windows.entry((bucket.to_string(), window_s)).or_insert((start, 0));
+        if slot.0 != start {
+            *slot = (start, 0);
         }
         slot.1 += 1;
-        RateDecision {
-            allowed: slot.1 <= limit,
-            limit,
-            remaining: limit.saturating_sub(slot.1),
-        }
+        RateDecision::of(slot.1, limit, window_s, reset_s)
     }
 }
 
@@ -169,30 +173,41 @@ impl App {
             store,
             provider: Arc::new(latcom),
             hub: Hub::new(),
-            config: Arc::new(config),
             redis,
             limiter: Arc::new(LocalLimiter::default()),
             admin_key: Arc::new(admin_key),
             pages: Arc::default(),
+            trusted_proxies: Arc::new(
+                recarga_domain::IpList::parse(&config.trusted_proxies)
+                    .map_err(|e| anyhow::anyhow!("RECARGA_TRUSTED_PROXIES: {e}"))?,
+            ),
+            config: Arc::new(config),
+            started: std::time::Instant::now(),
         };
         Ok((app, sim))
     }
 
-    /// Counts a request against the customer's rate limit.
+    /// Counts a request against the customer's per-second rate limit.
     pub async fn rate_hit(&self, customer: &recarga_store::Customer) -> Option<RateDecision> {
         let limit = customer
             .rate_limit_per_s
             .map(|l| l.max(0) as u64)
             .unwrap_or(self.config.rate_limit_per_s);
+        self.window_hit(&customer.id, limit, 1).await
+    }
+
+    /// Counts a request in `bucket`'s window (shared by replicas through
+    /// Redis when it is up); `None` when `limit` is 0 (unlimited).
+    pub async fn window_hit(&self, bucket: &str, limit: u64, window_s: u64) -> Option<RateDecision> {
         if limit == 0 {
             return None;
         }
         if let Some(redis) = &self.redis
-            && let Some(decision) = redis.rate_hit(&customer.id, limit).await
+            && let Some(decision) = redis.rate_hit(bucket, limit, window_s).await
         {
             return Some(decision);
         }
-        Some(self.limiter.hit(&customer.id, limit))
+        Some(self.limiter.hit(bucket, limit, window_s))
     }
 
     /// Tells this process's live pages that a top-up changed (other replicas'
@@ -265,7 +280,9 @@ pub async fn run(
             let router = crate::http::router(app.clone());
             let stop = shutdown.clone();
             Some(tokio::spawn(async move {
-                axum::serve(listener, router)
+                // The peer address feeds the IP allow-lists and per-address limits.
+                let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+                axum::serve(listener, service)
                     .with_graceful_shutdown(async move { stop.cancelled().await })
                     .await
             }))

@@ -8,7 +8,7 @@ use crate::config::{DbConfig, RuntimeConfig, SimSettings};
 use crate::http::views::{fx_text, iso};
 use crate::keys;
 use clap::{Parser, Subcommand};
-use recarga_domain::{CatalogueRule, Currency, Money, pricing::FX_SCALE};
+use recarga_domain::{CatalogueRule, Currency, Money, ReferencePolicy, pricing::FX_SCALE};
 use recarga_store::{Adjustment, Customer, CustomerPatch, FinalOutcome, NewCustomer, Resolution, Store, Topup};
 use serde_json::{Value, json};
 
@@ -219,12 +219,50 @@ pub enum CustomerCmd {
         /// Use the gateway's default rate limit again.
         #[arg(long)]
         default_rate_limit: bool,
+        /// `unique`: a reference replays forever; `free`: references may
+        /// repeat, each request is a new top-up (idempotency by Idempotency-Key only).
+        #[arg(long, value_parser = reference_policy)]
+        reference_policy: Option<ReferencePolicy>,
+        /// Whether `GET /api/transaction/{id}` answers without credentials
+        /// (this customer's unguessable ids only).
+        #[arg(long)]
+        public_status: Option<bool>,
+        /// Addresses allowed to use this customer's keys, comma-separated
+        /// addresses or CIDRs; turns the allow-list on. `none` removes it.
+        #[arg(long)]
+        ip_allowlist: Option<String>,
+        /// Turn the stored allow-list on or off without changing it.
+        #[arg(long)]
+        ip_allowlist_enabled: Option<bool>,
         /// Why, for the audit log.
         #[arg(long)]
         reason: Option<String>,
         #[arg(long, default_value_t = default_actor())]
         actor: String,
     },
+}
+
+fn reference_policy(text: &str) -> Result<ReferencePolicy, String> {
+    ReferencePolicy::parse(text).ok_or_else(|| format!("{text:?}: use unique or free"))
+}
+
+/// `7d`, `12h`, `30m`, `45s` or plain seconds → seconds.
+pub fn duration_s(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let bad = || format!("{text:?}: a duration is a number with s, m, h or d (e.g. 7d)");
+    let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => (&text[..i], &text[i..]),
+        None => (text, "s"),
+    };
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let factor = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(factor).ok_or_else(bad)
 }
 
 #[derive(Debug, Subcommand)]
@@ -245,10 +283,75 @@ pub enum KeyCmd {
         #[arg(long, default_value_t = default_actor())]
         actor: String,
     },
+    /// Keys of a customer: prefix (or an imported key's first characters),
+    /// state, and when each was last used. Never the key itself.
     List {
         #[arg(long)]
         customer: String,
     },
+    /// Import a key of the old system, read from standard input (one line):
+    /// only its digest is stored. It authenticates with `x-api-key` and
+    /// `x-customer-id`, on both APIs.
+    Import {
+        #[arg(long)]
+        customer: String,
+        #[arg(long)]
+        label: Option<String>,
+        #[arg(long, default_value_t = default_actor())]
+        actor: String,
+    },
+    /// Issue a successor (printed once) and retire the old key when the overlap ends.
+    Rotate {
+        /// The old key's id or prefix.
+        #[arg(long)]
+        id: String,
+        /// How long the old key keeps working (e.g. 7d, 12h; 0 = at once).
+        #[arg(long, default_value = "7d", value_parser = duration_s)]
+        overlap: u64,
+        #[arg(long, default_value_t = default_actor())]
+        actor: String,
+    },
+}
+
+/// A key as the CLI and the panel show it: never its digest.
+pub fn key_json(k: &recarga_store::ApiKey) -> Value {
+    let now = recarga_store::now_ms();
+    let state = if k.revoked_at.is_some() {
+        "revoked"
+    } else if k.expires_at.is_some_and(|t| t <= now) {
+        "expired"
+    } else if k.expires_at.is_some() {
+        "retiring"
+    } else {
+        "active"
+    };
+    json!({
+        "id": k.id,
+        "customer_id": k.customer_id,
+        "kind": k.kind,
+        "prefix": k.prefix,
+        "shown_as": k.hint.clone().unwrap_or_else(|| format!("{}{}_…", keys::KEY_PREFIX, k.prefix)),
+        "label": k.label,
+        "state": state,
+        // Milliseconds since the epoch, as the key rows always printed them.
+        "created_at": k.created_at,
+        "last_used_at": k.last_used_at,
+        "expires_at": k.expires_at,
+        "revoked_at": k.revoked_at,
+        "replaced_by": k.replaced_by,
+    })
+}
+
+/// Reads one key from standard input (the first line, without its line end).
+fn key_from_stdin() -> anyhow::Result<String> {
+    use std::io::{BufRead, IsTerminal};
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprintln!("paste the key and press Enter:");
+    }
+    let mut line = String::new();
+    stdin.lock().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
 }
 
 #[derive(Debug, Subcommand)]
@@ -366,6 +469,10 @@ pub fn customer_json(c: &Customer) -> Value {
         "catalogue": c.catalogue.as_str(),
         "active": c.active,
         "rate_limit_per_s": c.rate_limit_per_s,
+        "reference_policy": c.reference_policy.as_str(),
+        "public_status": c.public_status,
+        "ip_allowlist": c.ip_allowlist,
+        "ip_allowlist_enabled": c.ip_allowlist_enabled,
         "created_at": iso(c.created_at),
     })
 }
@@ -411,9 +518,59 @@ pub async fn run_operator(store: &dyn Store, command: Command) -> anyhow::Result
             }
             KeyCmd::Revoke { id, actor } => {
                 let key = store.revoke_api_key(&id, &actor).await?;
-                json!({ "revoked": key })
+                json!({ "revoked": key_json(&key) })
             }
-            KeyCmd::List { customer } => json!({ "keys": store.list_api_keys(&customer).await? }),
+            KeyCmd::List { customer } => {
+                let rows = store.list_api_keys(&customer).await?;
+                json!({ "keys": rows.iter().map(key_json).collect::<Vec<_>>() })
+            }
+            KeyCmd::Import { customer, label, actor } => {
+                if store.get_customer(&customer).await?.is_none() {
+                    anyhow::bail!("no customer {customer}");
+                }
+                let plaintext = key_from_stdin()?;
+                let (record, mut warnings) =
+                    keys::import(&customer, &plaintext, label).map_err(|e| anyhow::anyhow!(e))?;
+                let same = store.keys_with_digest(&record.digest).await?;
+                if let Some(other) = same.iter().find(|k| k.revoked_at.is_none()) {
+                    warnings.push(if other.customer_id == customer {
+                        format!("this key is already imported for {customer} ({}): imported again", other.prefix)
+                    } else {
+                        "this key is also a key of another customer: it only opens this account together with x-customer-id; rotate it".to_string()
+                    });
+                }
+                for w in &warnings {
+                    eprintln!("warning: {w}");
+                }
+                store.insert_api_key(&record, &actor).await?;
+                let stored = store
+                    .list_api_keys(&customer)
+                    .await?
+                    .into_iter()
+                    .find(|k| k.id == record.id)
+                    .ok_or_else(|| anyhow::anyhow!("the imported key was not stored"))?;
+                json!({
+                    "imported": key_json(&stored),
+                    "warnings": warnings,
+                    "note": "only the key's digest is stored; clients send it as x-api-key with x-customer-id",
+                })
+            }
+            KeyCmd::Rotate { id, overlap, actor } => {
+                let old = store
+                    .find_api_key(&id)
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("no key {id}"))?;
+                let issued = keys::issue(&old.customer_id, Some(format!("successor of {}", old.prefix)));
+                let until = recarga_store::now_ms() + overlap as i64 * 1000;
+                let retired = store.rotate_api_key(&old.id, &issued.record, until, &actor).await?;
+                json!({
+                    "customer_id": old.customer_id,
+                    "key_id": issued.record.id,
+                    "api_key": issued.plaintext,
+                    "retired": key_json(&retired),
+                    "note": "the new key is shown once; the old one works until its expires_at",
+                })
+            }
         },
         Command::Topup(cmd) => match cmd {
             TopupCmd::Unresolved => {
@@ -510,7 +667,7 @@ async fn customer_cmd(store: &dyn Store, cmd: CustomerCmd) -> anyhow::Result<Val
                 .ok_or_else(|| anyhow::anyhow!("no customer {id}"))?;
             json!({
                 "customer": customer_json(&c),
-                "keys": store.list_api_keys(&id).await?,
+                "keys": store.list_api_keys(&id).await?.iter().map(key_json).collect::<Vec<_>>(),
                 "recent_ledger": store.ledger(&id, 20).await?,
             })
         }
@@ -544,13 +701,30 @@ async fn customer_cmd(store: &dyn Store, cmd: CustomerCmd) -> anyhow::Result<Val
             fx_rate,
             rate_limit,
             default_rate_limit,
+            reference_policy,
+            public_status,
+            ip_allowlist,
+            ip_allowlist_enabled,
             reason,
             actor,
         } => {
             if rate_limit.is_some_and(|r| r < 0) {
                 anyhow::bail!("--rate-limit must be 0 (unlimited) or more");
             }
+            let (ip_allowlist, ip_allowlist_enabled) = match ip_allowlist.as_deref().map(str::trim) {
+                None => (None, ip_allowlist_enabled),
+                Some("none") | Some("") => (Some(None), Some(false)),
+                Some(text) => {
+                    let list =
+                        recarga_domain::IpList::parse(text).map_err(|e| anyhow::anyhow!("--ip-allowlist: {e}"))?;
+                    (Some(Some(list.to_text())), Some(ip_allowlist_enabled.unwrap_or(true)))
+                }
+            };
             let patch = CustomerPatch {
+                reference_policy,
+                public_status,
+                ip_allowlist,
+                ip_allowlist_enabled,
                 rate_limit_per_s: if default_rate_limit {
                     Some(None)
                 } else {

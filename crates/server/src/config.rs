@@ -204,6 +204,23 @@ pub struct RuntimeConfig {
     /// Mark session cookies `Secure` (HTTPS only). Unset: on in production.
     #[arg(long, env = "RECARGA_COOKIE_SECURE", action = clap::ArgAction::Set)]
     pub cookie_secure: Option<bool>,
+
+    /// Proxies in front of the gateway (comma-separated addresses or CIDRs):
+    /// only their `X-Forwarded-For` names the client, for IP allow-lists and
+    /// per-address limits. Empty: the socket peer is the client.
+    #[arg(long, env = "RECARGA_TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: String,
+
+    /// Top-ups per minute per customer on the compatibility routes (the old
+    /// system's limit; 0 = unlimited).
+    #[arg(long, env = "RECARGA_COMPAT_TOPUP_PER_MIN", default_value_t = 200)]
+    pub compat_topup_per_min: u64,
+
+    /// Other compatibility requests (balance, status) per 15 minutes per
+    /// customer, or per client address without credentials (the old system's
+    /// limit; 0 = unlimited).
+    #[arg(long, env = "RECARGA_COMPAT_API_PER_15MIN", default_value_t = 300)]
+    pub compat_api_per_15min: u64,
 }
 
 pub fn parse_range(text: &str) -> Result<(u64, u64), String> {
@@ -313,6 +330,7 @@ impl RuntimeConfig {
         if self.status_check_base_s == 0 || self.status_check_max_s < self.status_check_base_s {
             return Err("status check delays must be positive and MAX ≥ BASE".into());
         }
+        recarga_domain::IpList::parse(&self.trusted_proxies).map_err(|e| format!("RECARGA_TRUSTED_PROXIES: {e}"))?;
         Ok(())
     }
 

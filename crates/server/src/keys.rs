@@ -6,6 +6,12 @@
 //! verification compares digests in constant time. A fast digest is right
 //! here: the secret is random, not a human password, so there is nothing to
 //! brute-force, and argon2 on every request would cost tens of milliseconds.
+//!
+//! **Imported keys** are the old system's keys, kept so that its clients run
+//! unchanged (`recarga key import`). They are arbitrary strings that may
+//! repeat across customers, so they are found by the customer id the client
+//! sends (`x-customer-id`) and the key's digest; only the digest is stored,
+//! and lists name them by a random `imp_…` prefix and their first characters.
 
 use recarga_store::{ApiKey, NewApiKey};
 use sha2::{Digest, Sha256};
@@ -27,6 +33,41 @@ pub fn digest(key: &str) -> String {
     hex(&Sha256::digest(key.as_bytes()))
 }
 
+/// Imported keys shorter than this are imported with a warning.
+pub const IMPORTED_KEY_MIN_CHARS: usize = 12;
+/// Longest imported key accepted.
+pub const IMPORTED_KEY_MAX_CHARS: usize = 512;
+
+/// An old key to import (digest only), or why it cannot be.
+pub fn import(customer_id: &str, plaintext: &str, label: Option<String>) -> Result<(NewApiKey, Vec<String>), String> {
+    let chars = plaintext.chars().count();
+    if chars == 0 || chars > IMPORTED_KEY_MAX_CHARS {
+        return Err(format!("a key is 1-{IMPORTED_KEY_MAX_CHARS} characters"));
+    }
+    if !plaintext.chars().all(|c| c.is_ascii_graphic()) {
+        return Err("a key is printable ASCII without spaces".into());
+    }
+    let mut warnings = Vec::new();
+    if chars < IMPORTED_KEY_MIN_CHARS {
+        warnings.push(format!(
+            "the key has only {chars} characters (fewer than {IMPORTED_KEY_MIN_CHARS}): easy to guess; rotate it soon"
+        ));
+    }
+    let hint: String = plaintext.chars().take(4).collect();
+    Ok((
+        NewApiKey {
+            id: format!("key_{}", uuid::Uuid::now_v7().simple()),
+            customer_id: customer_id.to_string(),
+            prefix: format!("imp_{}", hex(&rand::random::<[u8; 6]>())),
+            digest: digest(plaintext),
+            label,
+            kind: "imported".into(),
+            hint: Some(format!("{hint}…")),
+        },
+        warnings,
+    ))
+}
+
 /// A new random key for `customer_id`.
 pub fn issue(customer_id: &str, label: Option<String>) -> IssuedKey {
     let prefix = hex(&rand::random::<[u8; 6]>());
@@ -39,6 +80,8 @@ pub fn issue(customer_id: &str, label: Option<String>) -> IssuedKey {
             prefix: prefix.clone(),
             digest: digest(&plaintext),
             label,
+            kind: "issued".into(),
+            hint: None,
         },
         plaintext,
     }
@@ -53,10 +96,26 @@ pub fn prefix_of(presented: &str) -> Option<&str> {
     shaped.then_some(prefix)
 }
 
-/// Whether `presented` is the key stored as `stored` and still valid.
+/// Whether `presented` is the key stored as `stored` and still valid now.
 pub fn verify(presented: &str, stored: &ApiKey) -> bool {
     let matches: bool = digest(presented).as_bytes().ct_eq(stored.digest.as_bytes()).into();
-    matches && stored.revoked_at.is_none()
+    matches && stored.is_valid_at(recarga_store::now_ms())
+}
+
+/// Finds and checks the key a request presents: an issued key by its
+/// prefix, an imported one by the claimed customer id and its digest. A
+/// claimed customer id must match the key's customer.
+pub async fn authenticate(
+    store: &dyn recarga_store::Store,
+    presented: &str,
+    claimed_customer: Option<&str>,
+) -> recarga_store::Result<Option<(ApiKey, recarga_store::Customer)>> {
+    let found = match (prefix_of(presented), claimed_customer) {
+        (Some(prefix), _) => store.find_caller(prefix).await?,
+        (None, Some(customer)) => store.find_imported_caller(customer, &digest(presented)).await?,
+        (None, None) => None,
+    };
+    Ok(found.filter(|(key, _)| verify(presented, key) && claimed_customer.is_none_or(|c| c == key.customer_id)))
 }
 
 #[cfg(test)]
@@ -72,6 +131,11 @@ mod tests {
             label: None,
             created_at: 0,
             revoked_at: None,
+            kind: "issued".into(),
+            hint: None,
+            expires_at: None,
+            last_used_at: None,
+            replaced_by: None,
         }
     }
 
@@ -104,6 +168,25 @@ mod tests {
         ] {
             assert_eq!(prefix_of(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn imported_keys_keep_only_a_digest_and_expire_after_rotation() {
+        let (record, warnings) = import("C1", "legacy-key-0001", None).unwrap();
+        assert!(warnings.is_empty());
+        assert_eq!(record.kind, "imported");
+        assert_eq!(record.hint.as_deref(), Some("lega…"));
+        assert!(!record.digest.contains("legacy") && !record.prefix.contains("legacy"));
+        let (_, warnings) = import("C1", "short", None).unwrap();
+        assert_eq!(warnings.len(), 1, "a short key is imported with a warning");
+        assert!(import("C1", "", None).is_err() && import("C1", "with space", None).is_err());
+        let issued = issue("C1", None);
+        let mut row = stored(&issued);
+        assert!(verify(&issued.plaintext, &row));
+        row.expires_at = Some(recarga_store::now_ms() - 1);
+        assert!(!verify(&issued.plaintext, &row), "past its rotation overlap");
+        row.expires_at = Some(recarga_store::now_ms() + 60_000);
+        assert!(verify(&issued.plaintext, &row), "inside the overlap");
     }
 
     #[test]

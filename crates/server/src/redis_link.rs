@@ -1,7 +1,7 @@
 //! Redis, optional and never trusted with money.
 //!
 //! With `REDIS_URL` set, replicas share through Redis:
-//! - **rate-limit** counters per customer and second.
+//! - **rate-limit** counters per bucket (a customer, a client address) and window.
 //!
 //! Live pages hear of other replicas' changes through PostgreSQL
 //! notifications, not through Redis.
@@ -32,12 +32,37 @@ pub struct RedisLink {
     next_probe_ms: std::sync::atomic::AtomicI64,
 }
 
-/// The outcome of one rate-limit hit.
+/// The outcome of one rate-limit hit in a fixed window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateDecision {
     pub allowed: bool,
     pub limit: u64,
     pub remaining: u64,
+    /// Length of the window (s).
+    pub window_s: u64,
+    /// Seconds until the window resets (at least 1).
+    pub reset_s: u64,
+}
+
+impl RateDecision {
+    /// The decision for the `count`-th request of a window that ends in `reset_s`.
+    pub fn of(count: u64, limit: u64, window_s: u64, reset_s: u64) -> Self {
+        RateDecision {
+            allowed: count <= limit,
+            limit,
+            remaining: limit.saturating_sub(count),
+            window_s,
+            reset_s: reset_s.max(1),
+        }
+    }
+}
+
+/// The window a moment falls in (windows are aligned on the epoch) and the
+/// seconds left in it.
+pub fn window_of(now_s: i64, window_s: u64) -> (i64, u64) {
+    let w = window_s.max(1) as i64;
+    let start = now_s.div_euclid(w) * w;
+    (start, (start + w - now_s) as u64)
 }
 
 impl RedisLink {
@@ -117,26 +142,23 @@ impl RedisLink {
             .is_some()
     }
 
-    /// Counts one request of `customer` in the current second.
-    pub async fn rate_hit(&self, customer: &str, limit: u64) -> Option<RateDecision> {
-        let second = chrono::Utc::now().timestamp();
-        let key = self.key(&format!("rate:{customer}:{second}"));
+    /// Counts one request in `bucket`'s current window of `window_s` seconds.
+    pub async fn rate_hit(&self, bucket: &str, limit: u64, window_s: u64) -> Option<RateDecision> {
+        let (start, reset_s) = window_of(chrono::Utc::now().timestamp(), window_s);
+        let key = self.key(&format!("rate:{bucket}:{window_s}:{start}"));
+        let ttl = window_s as i64 + 1;
         let mut conn = self.manager.clone();
         let (count,): (u64,) = self
             .run(async move {
                 redis::pipe()
                     .atomic()
                     .incr(&key, 1)
-                    .expire(&key, 2)
+                    .expire(&key, ttl)
                     .ignore()
                     .query_async(&mut conn)
                     .await
             })
             .await?;
-        Some(RateDecision {
-            allowed: count <= limit,
-            limit,
-            remaining: limit.saturating_sub(count),
-        })
+        Some(RateDecision::of(count, limit, window_s, reset_s))
     }
 }

@@ -8,10 +8,16 @@
 //! for the upstream unless the client asked to, and then only for a bounded
 //! time, after which it gets 202 with the same transaction (never a false
 //! failure).
+//!
+//! Idempotency: under the customer's `unique` reference policy the reference
+//! is a key (a repeat replays); an `Idempotency-Key` header is a key on any
+//! policy. On the compatibility routes a reference whose top-up FAILED starts
+//! a new top-up (the old guides tell clients to retry), and a retry of an
+//! open one waits for it instead of answering 409.
 
 use crate::app::App;
 use crate::http::error::ApiError;
-use recarga_domain::{Money, Msisdn, PricingError, price_topup};
+use recarga_domain::{Money, Msisdn, PricingError, ReferencePolicy, price_topup};
 use recarga_store::{Accepted, Customer, NewTopup, Topup, now_ms};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -35,10 +41,39 @@ pub struct TopupBody {
 pub struct TopupInput {
     pub phone: Msisdn,
     pub amount: Money,
-    pub reference: String,
+    /// The customer's reference; `None` (compatibility routes only): we use our id.
+    pub reference: Option<String>,
+    /// An `Idempotency-Key` header.
+    pub idempotency_key: Option<String>,
 }
 
 pub const REFERENCE_MAX_CHARS: usize = 100;
+pub const IDEMPOTENCY_KEY_MAX_CHARS: usize = 255;
+
+/// A reference: 1–100 printable ASCII characters without surrounding spaces.
+pub fn valid_reference(text: &str) -> bool {
+    let ok_chars = text.chars().all(|c| c.is_ascii_graphic() || c == ' ');
+    let trimmed = text.trim();
+    !trimmed.is_empty() && ok_chars && text.chars().count() <= REFERENCE_MAX_CHARS && trimmed == text
+}
+
+/// Reads the `Idempotency-Key` header: 1–255 printable ASCII characters.
+pub fn idempotency_key(headers: &axum::http::HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let text = value.to_str().unwrap_or("").trim();
+    let ok = !text.is_empty()
+        && text.len() <= IDEMPOTENCY_KEY_MAX_CHARS
+        && text.chars().all(|c| c.is_ascii_graphic() || c == ' ');
+    if !ok {
+        return Err(ApiError::new(
+            "invalid_idempotency_key",
+            format!("Idempotency-Key must be 1-{IDEMPOTENCY_KEY_MAX_CHARS} printable ASCII characters"),
+        ));
+    }
+    Ok(Some(text.to_string()))
+}
 
 impl TopupBody {
     /// Parses each field exactly: amounts are read from the JSON text, never
@@ -56,9 +91,7 @@ impl TopupBody {
         }
         let reference = json_text(&self.reference, false)
             .ok_or_else(|| ApiError::new("invalid_reference", "reference must be a string"))?;
-        let ok_chars = reference.chars().all(|c| c.is_ascii_graphic() || c == ' ');
-        let trimmed = reference.trim();
-        if trimmed.is_empty() || !ok_chars || reference.chars().count() > REFERENCE_MAX_CHARS || trimmed != reference {
+        if !valid_reference(&reference) {
             return Err(ApiError::new(
                 "invalid_reference",
                 format!(
@@ -69,13 +102,14 @@ impl TopupBody {
         Ok(TopupInput {
             phone,
             amount,
-            reference,
+            reference: Some(reference),
+            idempotency_key: None,
         })
     }
 }
 
 /// A JSON string's content, or (when `numbers` is allowed) a number's literal text.
-fn json_text(raw: &RawValue, numbers: bool) -> Option<String> {
+pub fn json_text(raw: &RawValue, numbers: bool) -> Option<String> {
     let text = raw.get();
     if text.starts_with('"') {
         serde_json::from_str::<String>(text).ok()
@@ -86,15 +120,108 @@ fn json_text(raw: &RawValue, numbers: bool) -> Option<String> {
     }
 }
 
+/// Which door a request came through: the compatibility routes keep the old
+/// system's habits where the settings allow it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Door {
+    V1,
+    Compat,
+}
+
 /// The outcome of a submit: the transaction, and whether it was a replay.
 pub struct Submitted {
     pub topup: Topup,
     pub replayed: bool,
+    /// The FAILED top-up whose reference this new one took over (compatibility routes).
+    pub restarted_from: Option<String>,
+}
+
+/// Why a submit was refused; nothing was written (or, for the two replay
+/// refusals, nothing new).
+#[derive(Debug)]
+pub enum SubmitError {
+    BelowMinimum(Money),
+    AboveMaximum(Money),
+    /// No product delivers exactly this amount; what the customer may buy.
+    NotAvailable(Vec<recarga_domain::Product>),
+    /// The key was used with another phone or amount.
+    ReferenceReused {
+        transaction_id: String,
+    },
+    /// A synchronous request with this key still waits.
+    InFlight {
+        transaction_id: String,
+    },
+    Refused(recarga_domain::Refusal),
+    Store(recarga_store::StoreError),
+}
+
+impl From<recarga_store::StoreError> for SubmitError {
+    fn from(e: recarga_store::StoreError) -> Self {
+        match e {
+            recarga_store::StoreError::Refused(r) => SubmitError::Refused(r),
+            other => SubmitError::Store(other),
+        }
+    }
+}
+
+impl From<SubmitError> for ApiError {
+    fn from(e: SubmitError) -> Self {
+        match e {
+            SubmitError::BelowMinimum(min) => {
+                ApiError::new("amount_below_minimum", format!("the minimum top-up is {min} MXN"))
+            }
+            SubmitError::AboveMaximum(max) => {
+                ApiError::new("amount_above_maximum", format!("the maximum top-up is {max} MXN"))
+            }
+            SubmitError::NotAvailable(products) => {
+                let allowed: Vec<_> = products.iter().map(crate::http::views::product_json).collect();
+                ApiError::new("amount_not_available", "no product delivers exactly this amount")
+                    .with_details(serde_json::json!({ "allowed": allowed }))
+            }
+            SubmitError::ReferenceReused { transaction_id } => ApiError::new(
+                "reference_reused",
+                "this reference was already used with a different phone or amount",
+            )
+            .with_details(serde_json::json!({ "transaction_id": transaction_id })),
+            SubmitError::InFlight { transaction_id } => ApiError::new(
+                "request_in_flight",
+                "a synchronous request with this reference is still waiting; retry after it answers",
+            )
+            .with_details(serde_json::json!({ "transaction_id": transaction_id })),
+            SubmitError::Refused(r) => ApiError::refused(&r),
+            SubmitError::Store(e) => e.into(),
+        }
+    }
 }
 
 fn request_hash(input: &TopupInput) -> String {
     let digest = Sha256::digest(format!("{}|{}", input.phone.as_str(), input.amount.minor()).as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Prices a request for a customer, or says why it cannot be bought.
+pub fn price_for(customer: &Customer, amount: Money) -> Result<recarga_domain::Price, SubmitError> {
+    if amount < customer.min_topup {
+        return Err(SubmitError::BelowMinimum(customer.min_topup));
+    }
+    if amount > customer.max_topup {
+        return Err(SubmitError::AboveMaximum(customer.max_topup));
+    }
+    price_topup(
+        amount,
+        customer.catalogue,
+        customer.discount_bps,
+        customer.currency,
+        customer.fx_rate_micro,
+    )
+    .map_err(|e| match e {
+        PricingError::AmountNotAvailable => SubmitError::NotAvailable(customer.catalogue.products()),
+        PricingError::MissingFxRate => SubmitError::Store(recarga_store::StoreError::WrongState(format!(
+            "customer {} has no FX rate",
+            customer.id
+        ))),
+    })
 }
 
 /// Accepts (or replays) a top-up and optionally waits for its final state.
@@ -103,48 +230,23 @@ pub async fn submit(
     caller: &crate::http::extract::Caller,
     input: TopupInput,
     wait: Option<Duration>,
-) -> Result<Submitted, ApiError> {
+    door: Door,
+) -> Result<Submitted, SubmitError> {
     let customer: &Customer = &caller.customer;
-    if input.amount < customer.min_topup {
-        return Err(ApiError::new(
-            "amount_below_minimum",
-            format!("the minimum top-up is {} MXN", customer.min_topup),
-        ));
-    }
-    if input.amount > customer.max_topup {
-        return Err(ApiError::new(
-            "amount_above_maximum",
-            format!("the maximum top-up is {} MXN", customer.max_topup),
-        ));
-    }
-    let price = price_topup(
-        input.amount,
-        customer.catalogue,
-        customer.discount_bps,
-        customer.currency,
-        customer.fx_rate_micro,
-    )
-    .map_err(|e| match e {
-        PricingError::AmountNotAvailable => {
-            let products: Vec<_> = customer
-                .catalogue
-                .products()
-                .iter()
-                .map(crate::http::views::product_json)
-                .collect();
-            ApiError::new(
-                "amount_not_available",
-                format!("no product delivers exactly {} MXN", input.amount),
-            )
-            .with_details(serde_json::json!({ "allowed": products }))
-        }
-        PricingError::MissingFxRate => ApiError::internal(format!("customer {} has no FX rate", customer.id)),
-    })?;
+    let price = price_for(customer, input.amount)?;
     let hash = request_hash(&input);
+    let id = recarga_domain::new_topup_id();
+    let ref_key = match customer.reference_policy {
+        ReferencePolicy::Unique => input.reference.clone(),
+        ReferencePolicy::Free => None,
+    };
     let new = NewTopup {
-        id: recarga_domain::new_topup_id(),
+        reference: input.reference.clone().unwrap_or_else(|| id.clone()),
+        id,
         customer_id: customer.id.clone(),
-        reference: input.reference.clone(),
+        ref_key,
+        idem_key: input.idempotency_key.clone(),
+        restart_failed: door == Door::Compat,
         request_hash: hash.clone(),
         phone: input.phone.as_str().to_string(),
         face_value: price.face_value,
@@ -169,26 +271,29 @@ pub async fn submit(
             (t, false)
         }
         Accepted::Existing(t) if t.request_hash != hash => {
-            return Err(ApiError::new(
-                "reference_reused",
-                "this reference was already used with a different phone or amount",
-            )
-            .with_details(serde_json::json!({ "transaction_id": t.id })));
+            return Err(SubmitError::ReferenceReused { transaction_id: t.id });
         }
-        Accepted::Existing(t) if !t.status.is_final() && t.sync_wait_until.is_some_and(|until| until > now_ms()) => {
-            return Err(ApiError::new(
-                "request_in_flight",
-                "a synchronous request with this reference is still waiting; retry after it answers",
-            )
-            .with_details(serde_json::json!({ "transaction_id": t.id })));
+        Accepted::Existing(t) => {
+            let by_idempotency_key = input.idempotency_key.is_some() && t.idem_key == input.idempotency_key;
+            let sync_waiting = !t.status.is_final() && t.sync_wait_until.is_some_and(|until| until > now_ms());
+            // An old client retrying its reference gets the same transaction
+            // (and waits for it); an Idempotency-Key keeps the usual 409.
+            if sync_waiting && (door == Door::V1 || by_idempotency_key) {
+                return Err(SubmitError::InFlight { transaction_id: t.id });
+            }
+            (t, true)
         }
-        Accepted::Existing(t) => (t, true),
     };
+    let restarted_from = if replayed { None } else { topup.retry_of.clone() };
     let topup = match wait {
         Some(w) => app.hub.wait_final(app.store.as_ref(), topup, w).await,
         None => topup,
     };
-    Ok(Submitted { topup, replayed })
+    Ok(Submitted {
+        topup,
+        replayed,
+        restarted_from,
+    })
 }
 
 #[cfg(test)]

@@ -2,8 +2,9 @@
 //! its catalogued status and stable code (and moves no money), idempotency by
 //! `(customer, reference)` (replays, reuse with another body, a sync request
 //! still in flight, the same reference under two customers), concurrent
-//! duplicates and concurrent spending, customer isolation, the compatibility
-//! routes, listing and pagination, balance / products / health, and pricing.
+//! duplicates and concurrent spending, customer isolation, listing and
+//! pagination, balance / products / health, and pricing. The compatibility
+//! routes' own contract is in `compat.rs`.
 
 mod common;
 
@@ -161,7 +162,7 @@ async fn bad_input_is_refused_with_its_code_and_moves_no_money() {
         let t = TestApp::spawn(engine).await;
         let hundred = Money::major(100);
         let (_, key) = t.customer("C1", "100").await;
-        let (_, key_c2) = t.customer("C2", "100").await;
+        let (_, _key_c2) = t.customer("C2", "100").await;
         let (_, key_xoom) = t
             .customer_with(NewCustomer {
                 catalogue: CatalogueRule::XoomOnly,
@@ -531,44 +532,7 @@ async fn bad_input_is_refused_with_its_code_and_moves_no_money() {
                 405,
                 "method_not_allowed",
             ),
-            (
-                "compat: missing field",
-                compat(&t, Method::POST, "/api/enviadespensa/topup", &key, "C1")
-                    .json(&json!({"phone": PHONE, "reference": "c"})),
-                422,
-                "missing_field",
-            ),
-            (
-                "compat: invalid amount",
-                compat(&t, Method::POST, "/api/enviadespensa/topup-async", &key, "C1")
-                    .json(&with("amount", json!("20.001"))),
-                422,
-                "invalid_amount",
-            ),
-            (
-                "compat: no key",
-                t.http.post(url(&t, "/api/enviadespensa/topup")).json(&ok),
-                401,
-                "missing_api_key",
-            ),
-            (
-                "compat: customer id of another customer",
-                compat(&t, Method::POST, "/api/enviadespensa/topup", &key, "C2").json(&ok),
-                401,
-                "invalid_api_key",
-            ),
-            (
-                "compat: C2's key claiming C1",
-                compat(&t, Method::GET, "/api/balance", &key_c2, "C1"),
-                401,
-                "invalid_api_key",
-            ),
-            (
-                "compat: insufficient funds",
-                compat(&t, Method::POST, "/api/enviadespensa/topup", &key, "C1").json(&with("amount", json!("300"))),
-                402,
-                "insufficient_funds",
-            ),
+            // The compatibility routes' own errors (the old shapes) are in tests/compat.rs.
         ];
 
         let mut replies = std::collections::HashMap::new();
@@ -671,12 +635,15 @@ async fn same_reference_replays_and_a_different_body_is_refused() {
             assert_error(&r, 422, "reference_reused", &format!("{b} ({engine:?})"));
             assert_eq!(r.json["details"]["transaction_id"], id.as_str(), "{}", r.text);
         }
-        // Also on the compatibility route: the reference space is shared.
+        // Also on the compatibility route: the reference space is shared
+        // (there the old shape: 400 with the old `error` text).
         let r = send(
             compat(&t, Method::POST, "/api/enviadespensa/topup-async", &key, "C1").json(&body(PHONE, "50", "r-1")),
         )
         .await;
-        assert_error(&r, 422, "reference_reused", &format!("compat ({engine:?})"));
+        assert_eq!(r.status.as_u16(), 400, "compat ({engine:?}): {}", r.text);
+        assert_eq!(r.json["code"], "reference_reused", "{}", r.text);
+        assert_eq!(r.json["success"], false, "{}", r.text);
 
         let rows = topups_of(&t, "C1").await;
         assert_eq!(rows.len(), 1, "one row: {rows:?}");
@@ -713,10 +680,20 @@ async fn duplicate_of_a_sync_request_still_waiting_gets_409() {
         assert_eq!(first.json["status"], "SUCCESS");
         assert!(!first.replayed());
         let id = first.id();
-        for (name, r) in [("plain", &plain), ("with wait", &waiting), ("compat", &compat_sync)] {
+        for (name, r) in [("plain", &plain), ("with wait", &waiting)] {
             assert_error(r, 409, "request_in_flight", &format!("{name} ({engine:?})"));
             assert_eq!(r.json["details"]["transaction_id"], id.as_str(), "{}", r.text);
         }
+        // An old client retrying its reference is not told 409 (a word it
+        // does not know): it waits for the same transaction.
+        assert_eq!(compat_sync.status, StatusCode::OK, "{}", compat_sync.text);
+        assert_eq!(
+            compat_sync.json["transaction"]["id"],
+            id.as_str(),
+            "{}",
+            compat_sync.text
+        );
+        assert_eq!(compat_sync.json["replayed"], true, "{}", compat_sync.text);
 
         // Once the first has answered, the duplicate is a plain replay.
         let after = send(post_topup(&t, &key, &b)).await;
@@ -849,9 +826,11 @@ async fn customers_are_isolated() {
                 "C1",
             ))
             .await;
-            assert_error(&r, 404, "not_found", &format!("compat cross-customer ({engine:?})"));
-            let r = send(get(&t, &key1, &format!("/api/transaction/{other}"))).await;
-            assert_error(&r, 404, "not_found", &format!("compat with bearer ({engine:?})"));
+            for r in [r, send(get(&t, &key1, &format!("/api/transaction/{other}"))).await] {
+                assert_eq!(r.status.as_u16(), 404, "compat cross-customer ({engine:?}): {}", r.text);
+                assert_eq!(r.json["error"], "Transaction not found", "{}", r.text);
+                assert!(!r.text.contains(&other), "the body does not echo the id");
+            }
         }
         let own = send(get(&t, &key1, &format!("/v1/topups/{}", a.id()))).await;
         assert_eq!(own.status, StatusCode::OK);
@@ -875,99 +854,6 @@ async fn customers_are_isolated() {
             "only C1's rows: {}",
             r.text
         );
-        t.assert_audit_clean().await;
-        t.stop().await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn compatibility_routes_keep_the_old_shapes() {
-    for engine in engines() {
-        let t = TestApp::spawn(engine).await;
-        let (_, key) = t.customer("C1", "100").await;
-
-        // Sync: waits and answers the final state, amounts as JSON numbers.
-        let r = send(
-            compat(&t, Method::POST, "/api/enviadespensa/topup", &key, "C1").json(&body(PHONE, "25.50", "compat-1")),
-        )
-        .await;
-        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-        assert_eq!(r.json["success"], true, "{}", r.text);
-        let tx = &r.json["transaction"];
-        let id = tx["id"].as_str().unwrap().to_string();
-        assert!(recarga_domain::valid_topup_id(&id), "{id}");
-        assert_eq!(tx["status"], "SUCCESS");
-        assert!(tx["amount"].is_number(), "{}", r.text);
-        assert_eq!(tx["amount"].as_f64(), Some(25.5));
-        assert!(r.text.contains(r#""amount":25.50"#), "exact decimal text: {}", r.text);
-        assert_eq!(tx["phone"], PHONE);
-        assert_eq!(tx["reference"], "compat-1");
-        assert_eq!(tx["product_id"], "TFE_MXN_20_TO_2000");
-        assert!(tx["upstream_transaction_id"].is_string(), "{}", r.text);
-        assert_eq!(r.json["check_status_url"], format!("/api/transaction/{id}"));
-
-        // Async: answers at once.
-        let r = send(
-            compat(&t, Method::POST, "/api/enviadespensa/topup-async", &key, "C1")
-                .json(&json!({"phone": "+52 55 1234 5678", "amount": 50, "reference": "compat-2"})),
-        )
-        .await;
-        assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
-        assert_eq!(r.json["success"], true);
-        let async_id = r.json["transaction"]["id"].as_str().unwrap().to_string();
-        assert!(
-            matches!(r.json["transaction"]["status"].as_str(), Some("PENDING" | "PROCESSING")),
-            "{}",
-            r.text
-        );
-        assert_eq!(r.json["transaction"]["amount"].as_f64(), Some(50.0));
-        assert_eq!(r.json["transaction"]["phone"], PHONE);
-        assert_eq!(r.json["check_status_url"], format!("/api/transaction/{async_id}"));
-
-        // Balance: a JSON number, both holds taken.
-        let r = send(compat(&t, Method::GET, "/api/balance", &key, "C1")).await;
-        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-        assert_eq!(r.json["success"], true);
-        assert_eq!(r.json["customer_id"], "C1");
-        assert!(r.json["balance"].is_number(), "{}", r.text);
-        assert_eq!(r.json["balance"].as_f64(), Some(24.5), "{}", r.text);
-        assert_eq!(r.json["currency"], "MXN");
-        // x-api-key alone (no x-customer-id) is enough too.
-        let r = send(t.http.get(url(&t, "/api/balance")).header("x-api-key", &key)).await;
-        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-
-        // The status URL reads the transaction.
-        t.wait_final(&async_id, FINAL_WITHIN).await;
-        let r = send(compat(
-            &t,
-            Method::GET,
-            &format!("/api/transaction/{async_id}"),
-            &key,
-            "C1",
-        ))
-        .await;
-        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-        assert_eq!(r.json["success"], true);
-        assert_eq!(r.json["transaction"]["id"], async_id.as_str());
-        assert_eq!(r.json["transaction"]["status"], "SUCCESS");
-        assert_eq!(r.json["transaction"]["reference"], "compat-2");
-        let r = send(compat(&t, Method::GET, &format!("/api/transaction/{id}"), &key, "C1")).await;
-        assert_eq!(r.json["transaction"]["amount"].as_f64(), Some(25.5), "{}", r.text);
-
-        // A definite failure on the sync route: success false, FAILED.
-        let r = send(
-            compat(&t, Method::POST, "/api/enviadespensa/topup", &key, "C1").json(&body(
-                FAILING_PHONE,
-                "20",
-                "compat-3",
-            )),
-        )
-        .await;
-        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-        assert_eq!(r.json["success"], false, "{}", r.text);
-        assert_eq!(r.json["transaction"]["status"], "FAILED");
-        assert_eq!(r.json["transaction"]["error"], "Bolton is not allowed for tariff plan");
-        assert_eq!(t.balance("C1").await, Money(2450), "the failed hold is released");
         t.assert_audit_clean().await;
         t.stop().await;
     }
@@ -1139,7 +1025,7 @@ async fn balance_products_and_health() {
         // /health needs no key.
         let r = send(t.http.get(url(&t, "/health"))).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-        assert_eq!(r.json["status"], "ok");
+        assert_eq!(r.json["status"], "OK", "the old system's value");
         assert_eq!(r.json["database"]["ok"], true);
         let engine_name = match engine.engine {
             recarga_store::testing::Engine::Sqlite => "sqlite",

@@ -320,7 +320,7 @@ async fn ip_block_mid_run_pauses_and_resumes() {
         })
         .await;
         assert_eq!(h["upstream"]["state"], "upstream_ip_not_authorized", "{h}");
-        assert_eq!(h["status"], "degraded", "{h}");
+        assert_eq!(h["status"], "DEGRADED", "{h}");
 
         // While blocked: calls in flight come back as PENDING, nothing fails,
         // nothing becomes UNKNOWN, nothing further reaches the simulator.

@@ -8,7 +8,7 @@ mod common;
 
 use common::{TestApp, body, engines};
 use recarga_server::http::error::CATALOGUE;
-use recarga_server::http::openapi::{self, OPERATION_ERRORS, operation_error_codes};
+use recarga_server::http::openapi::{self, LEGACY_SHAPED, OPERATION_ERRORS, operation_error_codes};
 use reqwest::Method;
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -212,6 +212,13 @@ fn every_operation_documents_each_error_status_it_can_answer_with() {
         let id = op["operationId"].as_str().expect("operationId");
         assert!(ids.insert(id.to_string()), "operationId {id} is unique");
         let codes = operation_error_codes(id).unwrap_or_else(|| panic!("{id} has no OPERATION_ERRORS entry"));
+        if LEGACY_SHAPED.contains(&id) {
+            // The old system's error shape, declared on the operation.
+            let schema = &op["responses"]["401"]["content"]["application/json"]["schema"]["$ref"];
+            assert_eq!(schema, "#/components/schemas/CompatError", "{id}: 401 is a CompatError");
+            assert!(codes.is_empty(), "{id}: no catalogue responses besides its own");
+            continue;
+        }
         assert!(codes.contains(&"internal_error"), "{id}: any handler can fail");
         for code in codes {
             let (_, status, meaning) = CATALOGUE.iter().find(|(c, _, _)| *c == code).expect("catalogued");
@@ -425,7 +432,7 @@ async fn serves_the_document_and_every_operation_answers_as_documented() {
             "/api/enviadespensa/topup-async".into(),
             compat.clone(),
             json(body("5512345678", "20", "c-async")),
-            202,
+            200,
         ),
         (Method::GET, "/api/balance".into(), compat.clone(), None, 200),
         (Method::GET, "/health".into(), vec![], None, 200),
@@ -462,6 +469,28 @@ async fn serves_the_document_and_every_operation_answers_as_documented() {
             compat.clone(),
             None,
             404,
+        ),
+        // The compatibility routes' errors, in the old shape (`CompatError`).
+        (
+            Method::POST,
+            "/api/enviadespensa/topup".into(),
+            compat.clone(),
+            json(serde_json::json!({ "amount": 20 })),
+            400,
+        ),
+        (
+            Method::GET,
+            "/api/balance".into(),
+            vec![("x-api-key", "nope".into())],
+            None,
+            401,
+        ),
+        (
+            Method::POST,
+            "/api/enviadespensa/topup-async".into(),
+            compat.clone(),
+            json(serde_json::json!({ "phone": "5512345678", "amount": 2000 })),
+            403,
         ),
     ];
     // The first top-up's id, for the by-id routes.

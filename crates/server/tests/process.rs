@@ -876,3 +876,171 @@ async fn serve_without_demo_creates_and_claims_no_demo_customer() {
         "the banner claims a demo customer that does not exist:\n{banner}"
     );
 }
+
+/// `recarga key import` (stdin, digest only), `key rotate --overlap`, `key
+/// list` with last use, and the legacy settings of `customer set`, through
+/// the real binary against a running gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn legacy_keys_and_settings_through_the_cli() {
+    for engine in engines() {
+        let db = fresh(engine).await;
+        let place = Place::database(&db.url);
+        let created = cli_ok(
+            &place,
+            &[
+                "customer", "create", "--id", "HAZ_001", "--name", "HAZ", "--credit", "100",
+            ],
+        )
+        .await;
+        let issued = created["api_key"].as_str().expect("api_key").to_string();
+
+        // Import: the key comes on stdin and never reaches the output or the database.
+        let secret = "haz-published-key-2025";
+        let mut cmd = place.command();
+        cmd.args([
+            "key",
+            "import",
+            "--customer",
+            "HAZ_001",
+            "--label",
+            "from the old system",
+        ]);
+        cmd.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = tokio::process::Command::from(cmd).spawn().expect("spawn");
+        {
+            use tokio::io::AsyncWriteExt;
+            let mut stdin = child.stdin.take().expect("stdin");
+            stdin.write_all(format!("{secret}\n").as_bytes()).await.expect("write");
+        }
+        let out = child.wait_with_output().await.expect("import runs");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!stdout.contains(secret), "the key is not printed: {stdout}");
+        let imported: Value = serde_json::from_str(&stdout).expect("JSON");
+        assert_eq!(imported["imported"]["kind"], "imported", "{imported}");
+        assert_eq!(imported["imported"]["shown_as"], "haz-…");
+        let import_id = imported["imported"]["id"].as_str().unwrap().to_string();
+        for k in db.store.list_api_keys("HAZ_001").await.unwrap() {
+            assert!(!k.digest.contains(secret) && !k.prefix.contains(secret));
+        }
+
+        // A short key is imported with a warning, not refused.
+        let mut cmd = place.command();
+        cmd.args(["key", "import", "--customer", "HAZ_001"]);
+        cmd.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = tokio::process::Command::from(cmd).spawn().expect("spawn");
+        {
+            use tokio::io::AsyncWriteExt;
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(b"abc123\n")
+                .await
+                .expect("write");
+        }
+        let out = child.wait_with_output().await.expect("import runs");
+        assert!(out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("warning"),
+            "a warning on stderr"
+        );
+
+        // Legacy settings.
+        let set = cli_ok(
+            &place,
+            &[
+                "customer",
+                "set",
+                "--id",
+                "HAZ_001",
+                "--reference-policy",
+                "free",
+                "--public-status",
+                "true",
+                "--ip-allowlist",
+                "127.0.0.1, 10.0.0.0/8",
+                "--reason",
+                "old clients",
+            ],
+        )
+        .await;
+        assert_eq!(set["customer"]["reference_policy"], "free", "{set}");
+        assert_eq!(set["customer"]["public_status"], true);
+        assert_eq!(set["customer"]["ip_allowlist"], "127.0.0.1,10.0.0.0/8");
+        assert_eq!(set["customer"]["ip_allowlist_enabled"], true);
+        let bad = cli(
+            &place,
+            &["customer", "set", "--id", "HAZ_001", "--ip-allowlist", "not-an-ip"],
+        )
+        .await;
+        assert!(!bad.ok(), "an invalid allow-list is refused");
+
+        // The imported key works with the old headers; its last use shows.
+        let server = Server::start(&place, &ServeOpts::default(), "serve").await;
+        let http = client();
+        let r = http
+            .get(format!("{}/api/balance", server.base))
+            .header("x-api-key", secret)
+            .header("x-customer-id", "HAZ_001")
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(r.status(), StatusCode::OK);
+        let mut last_used = Value::Null;
+        for _ in 0..50 {
+            let keys = cli_ok(&place, &["key", "list", "--customer", "HAZ_001"]).await;
+            last_used = keys["keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|k| k["id"] == json!(import_id))
+                .map(|k| k["last_used_at"].clone())
+                .unwrap_or(Value::Null);
+            if !last_used.is_null() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(last_used.is_i64(), "key list shows the last use");
+
+        // Rotate: a successor now; the old key keeps working during the overlap.
+        let rotated = cli_ok(&place, &["key", "rotate", "--id", &import_id, "--overlap", "1h"]).await;
+        let successor = rotated["api_key"].as_str().expect("successor").to_string();
+        assert_eq!(rotated["retired"]["state"], "retiring", "{rotated}");
+        for (key, customer) in [
+            (secret, "HAZ_001"),
+            (successor.as_str(), "HAZ_001"),
+            (issued.as_str(), "HAZ_001"),
+        ] {
+            let r = http
+                .get(format!("{}/api/balance", server.base))
+                .header("x-api-key", key)
+                .header("x-customer-id", customer)
+                .send()
+                .await
+                .expect("GET");
+            assert_eq!(r.status(), StatusCode::OK, "during the overlap");
+        }
+        let rotated = cli_ok(&place, &["key", "rotate", "--id", &import_id, "--overlap", "0"]).await;
+        assert_eq!(rotated["retired"]["state"], "expired", "{rotated}");
+        let r = http
+            .get(format!("{}/api/balance", server.base))
+            .header("x-api-key", secret)
+            .header("x-customer-id", "HAZ_001")
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "after the overlap");
+        drop(server);
+        assert_cli_audit_clean(&place, engine).await;
+    }
+}

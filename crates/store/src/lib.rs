@@ -11,6 +11,7 @@
 //! IMMEDIATE`) are parameters. Amounts are `BIGINT` minor units and times are
 //! `BIGINT` milliseconds on both engines, so nothing is lost in translation.
 
+mod accept;
 pub mod group_commit;
 mod model;
 mod ops;
@@ -18,6 +19,8 @@ mod pg;
 mod sql;
 mod sqlite;
 pub mod testing;
+#[cfg(test)]
+mod upgrade_tests;
 
 pub use group_commit::{AcceptQueue, FinishQueue};
 pub use model::*;
@@ -52,6 +55,9 @@ pub enum StoreError {
     Unavailable(String),
     #[error("migration error: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The accept decision refused one request (see `recarga_domain::accept`).
+    #[error("refused: {0:?}")]
+    Refused(recarga_domain::Refusal),
 }
 
 impl StoreError {
@@ -101,9 +107,25 @@ pub trait Store: OpsStore + Send + Sync + 'static {
 
     // API keys.
     async fn insert_api_key(&self, key: &NewApiKey, actor: &str) -> Result<()>;
+    /// A key by its prefix or id.
     async fn find_api_key(&self, prefix: &str) -> Result<Option<ApiKey>>;
     /// A key and its customer's current row, in one read (every API request).
     async fn find_caller(&self, prefix: &str) -> Result<Option<(ApiKey, Customer)>>;
+    /// An imported key (any string) of `customer_id` by its digest, with the customer.
+    async fn find_imported_caller(&self, customer_id: &str, digest: &str) -> Result<Option<(ApiKey, Customer)>>;
+    /// Every key (any customer) with this digest: an imported key may repeat.
+    async fn keys_with_digest(&self, digest: &str) -> Result<Vec<ApiKey>>;
+    /// Records that a key was used (at most one write a minute per key).
+    async fn touch_api_key(&self, key_id: &str, at: i64) -> Result<()>;
+    /// Issues `successor` and retires the key `old_id` (id or prefix) at
+    /// `old_expires_at`; returns the old key as retired.
+    async fn rotate_api_key(
+        &self,
+        old_id: &str,
+        successor: &NewApiKey,
+        old_expires_at: i64,
+        actor: &str,
+    ) -> Result<ApiKey>;
     async fn list_api_keys(&self, customer_id: &str) -> Result<Vec<ApiKey>>;
     async fn revoke_api_key(&self, key_id: &str, actor: &str) -> Result<ApiKey>;
 

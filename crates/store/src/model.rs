@@ -1,6 +1,6 @@
 //! Rows and commands of the store, typed with the domain's newtypes.
 
-use recarga_domain::{CatalogueRule, Currency, Money, TopupStatus};
+use recarga_domain::{CatalogueRule, Currency, Money, ReferencePolicy, TopupStatus};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
@@ -29,6 +29,16 @@ pub struct Customer {
     pub version: i64,
     /// Requests per second allowed; `None` uses the gateway default, 0 is unlimited.
     pub rate_limit_per_s: Option<i64>,
+    /// `unique` (a reference replays forever) or `free` (references may repeat).
+    #[sqlx(try_from = "String")]
+    pub reference_policy: ReferencePolicy,
+    /// `GET /api/transaction/{id}` answers without credentials for this
+    /// customer's unguessable ids (the old guides' promise).
+    pub public_status: bool,
+    /// Addresses allowed to use this customer's keys (comma-separated CIDRs).
+    pub ip_allowlist: Option<String>,
+    /// Whether the allow-list is enforced (imported lists start disabled).
+    pub ip_allowlist_enabled: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -44,6 +54,7 @@ pub struct NewCustomer {
     pub max_topup: Money,
     pub daily_limit: Option<Money>,
     pub catalogue: CatalogueRule,
+    pub reference_policy: ReferencePolicy,
 }
 
 impl NewCustomer {
@@ -61,6 +72,7 @@ impl NewCustomer {
             max_topup: Money::major(2000),
             daily_limit: None,
             catalogue: CatalogueRule::OpenRange,
+            reference_policy: ReferencePolicy::Unique,
         }
     }
 }
@@ -80,6 +92,11 @@ pub struct CustomerPatch {
     pub fx_rate_micro: Option<i64>,
     /// `Some(None)` returns to the gateway default.
     pub rate_limit_per_s: Option<Option<i64>>,
+    pub reference_policy: Option<ReferencePolicy>,
+    pub public_status: Option<bool>,
+    /// `Some(None)` clears the list.
+    pub ip_allowlist: Option<Option<String>>,
+    pub ip_allowlist_enabled: Option<bool>,
     /// Why, for the audit log (written in the same transaction as the change).
     #[serde(skip)]
     pub reason: Option<String>,
@@ -120,6 +137,11 @@ pub(crate) struct CallerRow {
     key_label: Option<String>,
     key_created_at: i64,
     key_revoked_at: Option<i64>,
+    key_kind: String,
+    key_hint: Option<String>,
+    key_expires_at: Option<i64>,
+    key_last_used_at: Option<i64>,
+    key_replaced_by: Option<String>,
 }
 
 impl CallerRow {
@@ -132,6 +154,11 @@ impl CallerRow {
             label: self.key_label,
             created_at: self.key_created_at,
             revoked_at: self.key_revoked_at,
+            kind: self.key_kind,
+            hint: self.key_hint,
+            expires_at: self.key_expires_at,
+            last_used_at: self.key_last_used_at,
+            replaced_by: self.key_replaced_by,
         };
         (key, self.customer)
     }
@@ -141,9 +168,14 @@ impl CallerRow {
 pub struct NewApiKey {
     pub id: String,
     pub customer_id: String,
+    /// How the key is named in lists and logs; for issued keys also how it is found.
     pub prefix: String,
     pub digest: String,
     pub label: Option<String>,
+    /// `issued` (ours, `rk_…`) or `imported` (a key of the old system).
+    pub kind: String,
+    /// The first characters of an imported key, to recognise it in a list.
+    pub hint: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
@@ -156,6 +188,25 @@ pub struct ApiKey {
     pub label: Option<String>,
     pub created_at: i64,
     pub revoked_at: Option<i64>,
+    pub kind: String,
+    pub hint: Option<String>,
+    /// End of a rotation's overlap: the key stops working then.
+    pub expires_at: Option<i64>,
+    /// Last request it authenticated (updated at most once a minute).
+    pub last_used_at: Option<i64>,
+    /// The key that succeeds it after a rotation.
+    pub replaced_by: Option<String>,
+}
+
+impl ApiKey {
+    pub fn is_imported(&self) -> bool {
+        self.kind == "imported"
+    }
+
+    /// Not revoked and not past its rotation overlap.
+    pub fn is_valid_at(&self, now_ms: i64) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|t| now_ms < t)
+    }
 }
 
 /// What the accept transaction writes; priced and validated by the caller.
@@ -163,7 +214,14 @@ pub struct ApiKey {
 pub struct NewTopup {
     pub id: String,
     pub customer_id: String,
+    /// The customer's reference as given (our id when none was given).
     pub reference: String,
+    /// Idempotency by reference (`unique` policy), unique per customer.
+    pub ref_key: Option<String>,
+    /// Idempotency by `Idempotency-Key` header, unique per customer.
+    pub idem_key: Option<String>,
+    /// A FAILED top-up holding `ref_key` may be started anew (compatibility routes).
+    pub restart_failed: bool,
     pub request_hash: String,
     pub phone: String,
     pub face_value: Money,
@@ -230,6 +288,20 @@ pub struct Topup {
     pub updated_at: i64,
     pub completed_at: Option<i64>,
     pub request_id: Option<String>,
+    pub ref_key: Option<String>,
+    pub idem_key: Option<String>,
+    /// The FAILED top-up whose reference this one took over.
+    pub retry_of: Option<String>,
+    /// The integer id the old status route showed (set by the database on
+    /// insert; `None` in the answer of the insert itself on SQLite).
+    pub number: Option<i64>,
+}
+
+impl Topup {
+    /// Whether the client gave no reference (we used our id).
+    pub fn reference_generated(&self) -> bool {
+        self.reference == self.id
+    }
 }
 
 #[derive(Debug, Clone, Default)]

@@ -92,3 +92,4 @@ crate::sql::impl_store!(
 );
 
 crate::ops::impl_ops!(PgStore, Postgres);
+crate::accept::impl_accept_io!(PgStore, Postgres, sqlx::PgConnection, for_update = "FOR UPDATE");

@@ -395,8 +395,9 @@ macro_rules! impl_store {
                 let mut tx = self.begin().await?;
                 let inserted = sqlx::query(
                     "INSERT INTO customers (id, name, currency, fx_rate_micro, balance, credit_limit, discount_bps,
-                                            min_topup, max_topup, daily_limit, catalogue, active, created_at, updated_at)
-                     VALUES ($1, $2, $3, $4, 0, $5, $6, $7, $8, $9, $10, TRUE, $11, $11)
+                                            min_topup, max_topup, daily_limit, catalogue, active, created_at, updated_at,
+                                            reference_policy)
+                     VALUES ($1, $2, $3, $4, 0, $5, $6, $7, $8, $9, $10, TRUE, $11, $11, $12)
                      ON CONFLICT (id) DO NOTHING",
                 )
                 .bind(&new.id)
@@ -410,6 +411,7 @@ macro_rules! impl_store {
                 .bind(new.daily_limit.map(|m| m.0))
                 .bind(new.catalogue.as_str())
                 .bind(now)
+                .bind(new.reference_policy.as_str())
                 .execute(&mut *tx)
                 .await
                 .map_err($crate::sql::map_db)?;
@@ -469,6 +471,10 @@ macro_rules! impl_store {
                         active = COALESCE($10, active),
                         fx_rate_micro = COALESCE($11, fx_rate_micro),
                         rate_limit_per_s = CASE WHEN $13 THEN $14 ELSE rate_limit_per_s END,
+                        reference_policy = COALESCE($15, reference_policy),
+                        public_status = COALESCE($16, public_status),
+                        ip_allowlist = CASE WHEN $17 THEN $18 ELSE ip_allowlist END,
+                        ip_allowlist_enabled = COALESCE($19, ip_allowlist_enabled),
                         updated_at = $12, version = version + 1
                      WHERE id = $1 RETURNING *",
                 )
@@ -486,6 +492,11 @@ macro_rules! impl_store {
                 .bind(now)
                 .bind(patch.rate_limit_per_s.is_some())
                 .bind(patch.rate_limit_per_s.flatten())
+                .bind(patch.reference_policy.map(|p| p.as_str()))
+                .bind(patch.public_status)
+                .bind(patch.ip_allowlist.is_some())
+                .bind(patch.ip_allowlist.clone().flatten())
+                .bind(patch.ip_allowlist_enabled)
                 .fetch_one(&mut *tx)
                 .await
                 .map_err($crate::sql::map_db)?;
@@ -552,8 +563,8 @@ macro_rules! impl_store {
                 let now = $crate::now_ms();
                 let mut tx = self.begin().await?;
                 sqlx::query(
-                    "INSERT INTO api_keys (id, customer_id, prefix, digest, label, created_at)
-                     VALUES ($1, $2, $3, $4, $5, $6)",
+                    "INSERT INTO api_keys (id, customer_id, prefix, digest, label, created_at, kind, hint)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                 )
                 .bind(&key.id)
                 .bind(&key.customer_id)
@@ -561,32 +572,132 @@ macro_rules! impl_store {
                 .bind(&key.digest)
                 .bind(&key.label)
                 .bind(now)
+                .bind(&key.kind)
+                .bind(&key.hint)
                 .execute(&mut *tx)
                 .await
                 .map_err($crate::sql::map_db)?;
-                Self::insert_audit(&mut tx, actor, "key.create", &key.customer_id, None, Some(key.prefix.clone()), None, now)
+                let action = if key.kind == "imported" { "key.import" } else { "key.create" };
+                Self::insert_audit(&mut tx, actor, action, &key.customer_id, None, Some(key.prefix.clone()), None, now)
                     .await?;
                 tx.commit().await?;
                 Ok(())
             }
 
             async fn find_api_key(&self, prefix: &str) -> $crate::Result<Option<$crate::ApiKey>> {
-                Ok(sqlx::query_as::<_, $crate::ApiKey>("SELECT * FROM api_keys WHERE prefix = $1")
+                Ok(sqlx::query_as::<_, $crate::ApiKey>("SELECT * FROM api_keys WHERE prefix = $1 OR id = $1")
                     .bind(prefix)
                     .fetch_optional(self.read())
                     .await?)
             }
 
             async fn find_caller(&self, prefix: &str) -> $crate::Result<Option<($crate::ApiKey, $crate::Customer)>> {
-                let row = sqlx::query_as::<_, $crate::model::CallerRow>(
-                    "SELECT c.*, k.id AS key_id, k.prefix AS key_prefix, k.digest AS key_digest, k.label AS key_label,
-                            k.created_at AS key_created_at, k.revoked_at AS key_revoked_at
-                     FROM api_keys k JOIN customers c ON c.id = k.customer_id WHERE k.prefix = $1",
-                )
+                let row = sqlx::query_as::<_, $crate::model::CallerRow>(concat!(
+                    "SELECT c.*, ", $crate::sql::key_columns!(),
+                    " FROM api_keys k JOIN customers c ON c.id = k.customer_id WHERE k.prefix = $1"
+                ))
                 .bind(prefix)
                 .fetch_optional(self.read())
                 .await?;
                 Ok(row.map($crate::model::CallerRow::split))
+            }
+
+            async fn find_imported_caller(
+                &self,
+                customer_id: &str,
+                digest: &str,
+            ) -> $crate::Result<Option<($crate::ApiKey, $crate::Customer)>> {
+                // The newest live key first: an old key may have been imported twice.
+                let row = sqlx::query_as::<_, $crate::model::CallerRow>(concat!(
+                    "SELECT c.*, ", $crate::sql::key_columns!(),
+                    " FROM api_keys k JOIN customers c ON c.id = k.customer_id
+                      WHERE k.customer_id = $1 AND k.digest = $2 AND k.kind = 'imported'
+                      ORDER BY (k.revoked_at IS NULL) DESC, k.created_at DESC LIMIT 1"
+                ))
+                .bind(customer_id)
+                .bind(digest)
+                .fetch_optional(self.read())
+                .await?;
+                Ok(row.map($crate::model::CallerRow::split))
+            }
+
+            async fn keys_with_digest(&self, digest: &str) -> $crate::Result<Vec<$crate::ApiKey>> {
+                Ok(sqlx::query_as::<_, $crate::ApiKey>("SELECT * FROM api_keys WHERE digest = $1 ORDER BY created_at")
+                    .bind(digest)
+                    .fetch_all(self.read())
+                    .await?)
+            }
+
+            async fn touch_api_key(&self, key_id: &str, at: i64) -> $crate::Result<()> {
+                // Outside the accept transaction, best effort, at most once a minute a key.
+                sqlx::query(
+                    "UPDATE api_keys SET last_used_at = $2 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $3)",
+                )
+                .bind(key_id)
+                .bind(at)
+                .bind(at - 60_000)
+                .execute(self.write_pool())
+                .await?;
+                Ok(())
+            }
+
+            async fn rotate_api_key(
+                &self,
+                old_id: &str,
+                successor: &$crate::NewApiKey,
+                old_expires_at: i64,
+                actor: &str,
+            ) -> $crate::Result<$crate::ApiKey> {
+                let now = $crate::now_ms();
+                let mut tx = self.begin().await?;
+                let old = sqlx::query_as::<_, $crate::ApiKey>(concat!(
+                    "SELECT * FROM api_keys WHERE (id = $1 OR prefix = $1) ",
+                    $fu
+                ))
+                .bind(old_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or($crate::StoreError::NotFound)?;
+                if old.revoked_at.is_some() || old.customer_id != successor.customer_id {
+                    return Err($crate::StoreError::WrongState("only a live key of the same customer can be rotated".into()));
+                }
+                sqlx::query(
+                    "INSERT INTO api_keys (id, customer_id, prefix, digest, label, created_at, kind, hint)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(&successor.id)
+                .bind(&successor.customer_id)
+                .bind(&successor.prefix)
+                .bind(&successor.digest)
+                .bind(&successor.label)
+                .bind(now)
+                .bind(&successor.kind)
+                .bind(&successor.hint)
+                .execute(&mut *tx)
+                .await
+                .map_err($crate::sql::map_db)?;
+                let retired = sqlx::query_as::<_, $crate::ApiKey>(
+                    "UPDATE api_keys SET expires_at = CASE WHEN expires_at IS NULL OR expires_at > $2 THEN $2 ELSE expires_at END,
+                        replaced_by = $3 WHERE id = $1 RETURNING *",
+                )
+                .bind(&old.id)
+                .bind(old_expires_at)
+                .bind(&successor.id)
+                .fetch_one(&mut *tx)
+                .await?;
+                Self::insert_audit(
+                    &mut tx,
+                    actor,
+                    "key.rotate",
+                    &old.customer_id,
+                    Some(old.prefix.clone()),
+                    Some(format!("{} (old key works until {})", successor.prefix, old_expires_at)),
+                    None,
+                    now,
+                )
+                .await?;
+                tx.commit().await?;
+                Ok(retired)
             }
 
             async fn list_api_keys(&self, customer_id: &str) -> $crate::Result<Vec<$crate::ApiKey>> {
@@ -617,199 +728,19 @@ macro_rules! impl_store {
                 &self,
                 batch: &[$crate::NewTopup],
             ) -> $crate::Result<Vec<$crate::Result<$crate::Accepted>>> {
-                use recarga_domain::TopupStatus;
-                use std::collections::{BTreeMap, BTreeSet, HashMap};
                 if batch.is_empty() {
                     return Ok(Vec::new());
                 }
                 let now = $crate::now_ms();
-                // A fixed number of statements per batch, however many
-                // customers it touches.
-                let ids: BTreeSet<&str> = batch.iter().map(|n| n.customer_id.as_str()).collect();
                 let mut tx = self.begin().await?;
-                // 1. Every customer's row lock, in id order (two batches that
-                // share customers wait for each other, never deadlock). Every
-                // accept of a customer, on any replica, waits here, so the
-                // references read next cannot change before we commit.
-                let mut q = sqlx::QueryBuilder::<$db>::new(
-                    "SELECT id, balance, credit_limit, active, daily_limit FROM customers WHERE id IN ",
-                );
-                Self::push_list(&mut q, ids.iter().map(|id| id.to_string()));
-                q.push(" ORDER BY id ").push($fu);
-                let locked: Vec<(String, i64, i64, bool, Option<i64>)> =
-                    q.build_query_as().fetch_all(&mut *tx).await?;
-                // 2. The references already taken (a superset: filtered by pair below).
-                let mut q = sqlx::QueryBuilder::<$db>::new("SELECT * FROM topups WHERE customer_id IN ");
-                Self::push_list(&mut q, ids.iter().map(|id| id.to_string()));
-                q.push(" AND reference IN ");
-                let references: BTreeSet<&str> = batch.iter().map(|n| n.reference.as_str()).collect();
-                Self::push_list(&mut q, references.into_iter().map(str::to_string));
-                let mut taken: HashMap<(String, String), $crate::Topup> = q
-                    .build_query_as::<$crate::Topup>()
-                    .fetch_all(&mut *tx)
-                    .await?
-                    .into_iter()
-                    .map(|t| ((t.customer_id.clone(), t.reference.clone()), t))
-                    .collect();
-                // 3. The rolling 24 h use of customers with a daily limit.
-                let limited: Vec<&str> =
-                    locked.iter().filter(|c| c.4.is_some()).map(|c| c.0.as_str()).collect();
-                let mut used: HashMap<String, i64> = HashMap::new();
-                if !limited.is_empty() {
-                    let mut q = sqlx::QueryBuilder::<$db>::new(
-                        "SELECT customer_id, CAST(COALESCE(SUM(face_value), 0) AS BIGINT) FROM topups
-                         WHERE status <> 'FAILED' AND created_at > ",
-                    );
-                    q.push_bind(now - 24 * 3600 * 1000).push(" AND customer_id IN ");
-                    Self::push_list(&mut q, limited.iter().map(|id| id.to_string()));
-                    q.push(" GROUP BY customer_id");
-                    used = q.build_query_as::<(String, i64)>().fetch_all(&mut *tx).await?.into_iter().collect();
-                }
-                // 4. Each request's answer, in arrival order, against what the
-                // requests before it left.
-                struct Account {
-                    balance: i64,
-                    credit_limit: i64,
-                    active: bool,
-                    daily_limit: Option<i64>,
-                    used: i64,
-                    holds: i64,
-                }
-                let mut accounts: BTreeMap<String, Account> = locked
-                    .into_iter()
-                    .map(|(id, balance, credit_limit, active, daily_limit)| {
-                        let used = used.get(&id).copied().unwrap_or(0);
-                        (id, Account { balance, credit_limit, active, daily_limit, used, holds: 0 })
-                    })
-                    .collect();
-                let mut answers: Vec<Option<$crate::Result<$crate::Accepted>>> = batch.iter().map(|_| None).collect();
-                let mut fresh: Vec<(usize, i64)> = Vec::new(); // (request, balance after its hold)
-                let mut planned: BTreeSet<(&str, &str)> = BTreeSet::new();
-                for (i, new) in batch.iter().enumerate() {
-                    let pair = (new.customer_id.clone(), new.reference.clone());
-                    if let Some(t) = taken.get(&pair) {
-                        answers[i] = Some(Ok($crate::Accepted::Existing(t.clone())));
-                        continue;
-                    }
-                    if planned.contains(&(new.customer_id.as_str(), new.reference.as_str())) {
-                        continue; // a duplicate within this batch: answered after the insert
-                    }
-                    let Some(a) = accounts.get_mut(&new.customer_id) else {
-                        answers[i] = Some(Err($crate::StoreError::NotFound));
-                        continue;
-                    };
-                    let refusal = if !a.active {
-                        Some($crate::StoreError::CustomerInactive)
-                    } else if a.balance - new.held.0 < -a.credit_limit {
-                        Some($crate::StoreError::InsufficientFunds)
-                    } else if a.daily_limit.is_some_and(|limit| a.used + new.face_value.0 > limit) {
-                        Some($crate::StoreError::DailyLimitExceeded)
-                    } else {
-                        None
-                    };
-                    if let Some(refusal) = refusal {
-                        answers[i] = Some(Err(refusal));
-                        continue;
-                    }
-                    a.balance -= new.held.0;
-                    a.used += new.face_value.0;
-                    a.holds += 1;
-                    planned.insert((new.customer_id.as_str(), new.reference.as_str()));
-                    fresh.push((i, a.balance));
-                }
-                if !fresh.is_empty() {
-                    // 5. The rows, the balances, the holds and the events: one
-                    // statement each.
-                    let mut q = sqlx::QueryBuilder::<$db>::new(
-                        "INSERT INTO topups (id, customer_id, reference, request_hash, phone, face_value, product_id,
-                                             amount_sent, vat, delivered, discount_bps, currency, fx_rate_micro, held,
-                                             status, next_attempt_at, sync_wait_until, created_at, updated_at, request_id) ",
-                    );
-                    q.push_values(&fresh, |mut row, &(i, _)| {
-                        let new = &batch[i];
-                        row.push_bind(new.id.clone())
-                            .push_bind(new.customer_id.clone())
-                            .push_bind(new.reference.clone())
-                            .push_bind(new.request_hash.clone())
-                            .push_bind(new.phone.clone())
-                            .push_bind(new.face_value.0)
-                            .push_bind(new.product_id.clone())
-                            .push_bind(new.amount_sent.0)
-                            .push_bind(new.vat.0)
-                            .push_bind(new.delivered.0)
-                            .push_bind(new.discount_bps)
-                            .push_bind(new.currency.as_str())
-                            .push_bind(new.fx_rate_micro)
-                            .push_bind(new.held.0)
-                            .push_bind(TopupStatus::Pending.as_str())
-                            .push_bind(now)
-                            .push_bind(new.sync_wait_until)
-                            .push_bind(now)
-                            .push_bind(now)
-                            .push_bind(new.request_id.clone());
-                    });
-                    q.push(" RETURNING *");
-                    let inserted =
-                        q.build_query_as::<$crate::Topup>().fetch_all(&mut *tx).await.map_err($crate::sql::map_db)?;
-                    if inserted.len() != fresh.len() {
-                        return Err($crate::StoreError::WrongState("the accept batch wrote fewer rows than planned".into()));
-                    }
-                    for t in inserted {
-                        taken.insert((t.customer_id.clone(), t.reference.clone()), t);
-                    }
-                    let mut q = sqlx::QueryBuilder::<$db>::new("UPDATE customers SET balance = v.column2, version = version + v.column3, updated_at = ");
-                    q.push_bind(now).push(" FROM (");
-                    q.push_values(accounts.iter().filter(|(_, a)| a.holds > 0), |mut row, (id, a)| {
-                        row.push_bind(id.clone()).push_bind(a.balance).push_bind(a.holds);
-                    });
-                    q.push(") AS v WHERE customers.id = v.column1");
-                    q.build().execute(&mut *tx).await.map_err($crate::sql::map_db)?;
-                    let mut q = sqlx::QueryBuilder::<$db>::new(
-                        "INSERT INTO ledger (customer_id, topup_id, kind, amount, balance_after, actor, reason, created_at) ",
-                    );
-                    q.push_values(&fresh, |mut row, &(i, balance_after)| {
-                        let new = &batch[i];
-                        row.push_bind(new.customer_id.clone())
-                            .push_bind(new.id.clone())
-                            .push_bind("hold")
-                            .push_bind(-new.held.0)
-                            .push_bind(balance_after)
-                            .push_bind("api")
-                            .push_bind(None::<String>)
-                            .push_bind(now);
-                    });
-                    q.build().execute(&mut *tx).await.map_err($crate::sql::map_db)?;
-                    let mut q = sqlx::QueryBuilder::<$db>::new(
-                        "INSERT INTO topup_events (topup_id, from_status, to_status, actor, reason, created_at) ",
-                    );
-                    q.push_values(&fresh, |mut row, &(i, _)| {
-                        row.push_bind(batch[i].id.clone())
-                            .push_bind(None::<String>)
-                            .push_bind(TopupStatus::Pending.as_str())
-                            .push_bind("api")
-                            .push_bind(None::<String>)
-                            .push_bind(now);
-                    });
-                    q.build().execute(&mut *tx).await?;
-                    Self::notify(&mut tx, &$crate::StoreEvent::Work).await?;
-                    recarga_domain::failpoint::hit("accept.before_commit");
-                }
+                // Read the locked state, decide in memory (one pure function
+                // for both engines), write the verdicts.
+                let state = Self::accept_state(&mut tx, batch, now).await?;
+                let plan = recarga_domain::plan_accepts(&state.requests, &state.accounts, &state.priors);
+                let rows = Self::accept_write(&mut tx, batch, &plan, &state.prior_rows, now).await?;
                 tx.commit().await?;
-                // Duplicates within the batch get the row their first copy wrote.
-                Ok(batch
-                    .iter()
-                    .zip(answers)
-                    .map(|(new, answer)| match answer {
-                        Some(answer) => answer,
-                        None => match taken.get(&(new.customer_id.clone(), new.reference.clone())) {
-                            Some(row) if row.id == new.id => Ok($crate::Accepted::New(row.clone())),
-                            Some(row) => Ok($crate::Accepted::Existing(row.clone())),
-                            None => Err($crate::StoreError::WrongState("an accepted reference has no row".into())),
-                        },
-                    })
-                    .collect())
+                Ok($crate::accept::answers(batch, &plan, state.prior_rows, rows))
             }
-
             async fn get_topup(&self, id: &str) -> $crate::Result<Option<$crate::Topup>> {
                 Ok(sqlx::query_as::<_, $crate::Topup>("SELECT * FROM topups WHERE id = $1")
                     .bind(id)
@@ -822,11 +753,16 @@ macro_rules! impl_store {
                 customer_id: &str,
                 reference: &str,
             ) -> $crate::Result<Option<$crate::Topup>> {
-                Ok(sqlx::query_as::<_, $crate::Topup>("SELECT * FROM topups WHERE customer_id = $1 AND reference = $2")
-                    .bind(customer_id)
-                    .bind(reference)
-                    .fetch_optional(self.read())
-                    .await?)
+                // References may repeat (`free` policy, retried failures): the
+                // one holding the reference key wins, then the newest.
+                Ok(sqlx::query_as::<_, $crate::Topup>(
+                    "SELECT * FROM topups WHERE customer_id = $1 AND reference = $2
+                     ORDER BY (ref_key IS NOT NULL) DESC, id DESC LIMIT 1",
+                )
+                .bind(customer_id)
+                .bind(reference)
+                .fetch_optional(self.read())
+                .await?)
             }
 
             async fn list_topups(&self, filter: &$crate::TopupFilter) -> $crate::Result<Vec<$crate::Topup>> {
@@ -1184,3 +1120,13 @@ macro_rules! impl_store {
 }
 
 pub(crate) use impl_store;
+
+/// The key columns of a caller read, aliased for [`crate::model::CallerRow`].
+macro_rules! key_columns {
+    () => {
+        "k.id AS key_id, k.prefix AS key_prefix, k.digest AS key_digest, k.label AS key_label,
+         k.created_at AS key_created_at, k.revoked_at AS key_revoked_at, k.kind AS key_kind, k.hint AS key_hint,
+         k.expires_at AS key_expires_at, k.last_used_at AS key_last_used_at, k.replaced_by AS key_replaced_by"
+    };
+}
+pub(crate) use key_columns;

@@ -57,7 +57,7 @@ impl SqliteStore {
         &self.readers
     }
 
-    fn write_pool(&self) -> &SqlitePool {
+    pub(crate) fn write_pool(&self) -> &SqlitePool {
         &self.writer
     }
 
@@ -82,3 +82,4 @@ crate::sql::impl_store!(
 );
 
 crate::ops::impl_ops!(SqliteStore, Sqlite);
+crate::accept::impl_accept_io!(SqliteStore, Sqlite, sqlx::SqliteConnection, for_update = "");

@@ -2,6 +2,7 @@
 //! environment offers (SQLite always; PostgreSQL when `TEST_DATABASE_URL` is
 //! set), each on a fresh database. Both implementations must behave the same.
 
+use recarga_domain::Refusal;
 use recarga_domain::{Currency, Money, TopupStatus};
 use recarga_store::testing::{Engine, engines, fresh};
 use recarga_store::*;
@@ -12,6 +13,9 @@ fn new_topup(customer: &str, reference: &str, held: i64) -> NewTopup {
         id: recarga_domain::new_topup_id(),
         customer_id: customer.into(),
         reference: reference.into(),
+        ref_key: Some(reference.into()),
+        idem_key: None,
+        restart_failed: false,
         request_hash: format!("hash-{reference}"),
         phone: "5512345678".into(),
         face_value: Money(held),
@@ -167,6 +171,8 @@ async fn api_keys_are_found_by_prefix_and_revocable() {
             customer_id: "C1".into(),
             prefix: "abcdef012345".into(),
             digest: "d".repeat(64),
+            kind: "issued".into(),
+            hint: None,
             label: Some("main".into()),
         };
         s.insert_api_key(&key, "ops").await.unwrap();
@@ -217,7 +223,7 @@ async fn accept_is_idempotent_and_enforces_funds_limits_and_status() {
         assert_eq!(s.get_customer("C1").await.unwrap().unwrap().balance, Money(3_000));
         assert!(matches!(
             s.accept_topup(&new_topup("C1", "r2", 3_001)).await,
-            Err(StoreError::InsufficientFunds)
+            Err(StoreError::Refused(Refusal::InsufficientFunds { .. }))
         ));
         // A refused accept leaves no row behind, so the reference stays free.
         assert!(s.find_topup_by_reference("C1", "r2").await.unwrap().is_none());
@@ -229,7 +235,7 @@ async fn accept_is_idempotent_and_enforces_funds_limits_and_status() {
         s.update_customer("C1", &daily, "ops").await.unwrap();
         assert!(matches!(
             s.accept_topup(&new_topup("C1", "r3", 600)).await,
-            Err(StoreError::DailyLimitExceeded)
+            Err(StoreError::Refused(Refusal::DailyLimit { .. }))
         ));
         accept(s, "C1", "r4", 500).await;
         let off = CustomerPatch {
@@ -240,7 +246,7 @@ async fn accept_is_idempotent_and_enforces_funds_limits_and_status() {
         s.update_customer("C1", &off, "ops").await.unwrap();
         assert!(matches!(
             s.accept_topup(&new_topup("C1", "r5", 100)).await,
-            Err(StoreError::CustomerInactive)
+            Err(StoreError::Refused(Refusal::Inactive))
         ));
 
         let by_ref = s.find_topup_by_reference("C1", "r1").await.unwrap().unwrap();
@@ -470,7 +476,7 @@ async fn concurrent_accepts_never_pass_the_credit_limit() {
         for t in tasks {
             match t.await.unwrap() {
                 Ok(Accepted::New(_)) => accepted += 1,
-                Err(StoreError::InsufficientFunds) => refused += 1,
+                Err(StoreError::Refused(Refusal::InsufficientFunds { .. })) => refused += 1,
                 other => panic!("{engine:?}: unexpected {other:?}"),
             }
         }
@@ -582,18 +588,18 @@ async fn a_batch_answers_each_request_in_arrival_order() {
             other => panic!("{engine:?}: in-batch duplicate answered {other:?}"),
         }
         assert!(
-            matches!(answers[4], Err(StoreError::InsufficientFunds)),
+            matches!(answers[4], Err(StoreError::Refused(Refusal::InsufficientFunds { .. }))),
             "{engine:?}: {:?}",
             answers[4]
         );
         new_id(5);
         assert!(
-            matches!(answers[6], Err(StoreError::NotFound)),
+            matches!(answers[6], Err(StoreError::Refused(Refusal::UnknownCustomer))),
             "{engine:?}: {:?}",
             answers[6]
         );
         assert!(
-            matches!(answers[7], Err(StoreError::InsufficientFunds)),
+            matches!(answers[7], Err(StoreError::Refused(Refusal::InsufficientFunds { .. }))),
             "{engine:?}: {:?}",
             answers[7]
         );
@@ -630,7 +636,7 @@ async fn a_batch_answers_each_request_in_arrival_order() {
             .await
             .unwrap();
         assert!(
-            matches!(answers[0], Err(StoreError::DailyLimitExceeded)),
+            matches!(answers[0], Err(StoreError::Refused(Refusal::DailyLimit { .. }))),
             "{engine:?}: {:?}",
             answers[0]
         );
@@ -664,7 +670,7 @@ async fn the_accept_queue_keeps_every_answer_and_the_limit() {
             match t.await.unwrap() {
                 Ok(Accepted::New(_)) => new += 1,
                 Ok(Accepted::Existing(_)) => existing += 1,
-                Err(StoreError::InsufficientFunds) => refused += 1,
+                Err(StoreError::Refused(Refusal::InsufficientFunds { .. })) => refused += 1,
                 other => panic!("{engine:?}: unexpected {other:?}"),
             }
         }
@@ -756,7 +762,7 @@ async fn accept_batches_over_many_customers_keep_each_limit() {
         for t in tasks {
             match t.await.unwrap() {
                 Ok(Accepted::New(_)) => new += 1,
-                Err(StoreError::InsufficientFunds) => {}
+                Err(StoreError::Refused(Refusal::InsufficientFunds { .. })) => {}
                 other => panic!("{engine:?}: unexpected {other:?}"),
             }
         }

@@ -4,7 +4,6 @@
 //! `code` is stable and machine-matchable; the catalogue below is the only
 //! place codes are defined. Internal causes are logged, never returned.
 
-use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
@@ -33,6 +32,11 @@ pub const CATALOGUE: &[(&str, u16, &str)] = &[
         "This route needs the operator key (x-admin-key).",
     ),
     ("customer_inactive", 403, "The customer account is deactivated."),
+    (
+        "ip_not_allowed",
+        403,
+        "The customer's IP allow-list does not include this address (`details.your_ip`).",
+    ),
     ("not_found", 404, "No such resource for this customer."),
     ("method_not_allowed", 405, "The route exists but not with this method."),
     (
@@ -66,6 +70,11 @@ pub const CATALOGUE: &[(&str, u16, &str)] = &[
     ),
     ("invalid_query", 422, "A query parameter is unknown or malformed."),
     (
+        "invalid_idempotency_key",
+        422,
+        "Idempotency-Key must be 1-255 printable ASCII characters.",
+    ),
+    (
         "amount_below_minimum",
         422,
         "amount is below this customer's per-top-up minimum.",
@@ -96,6 +105,11 @@ pub const CATALOGUE: &[(&str, u16, &str)] = &[
         "Too many requests for this customer; see Retry-After and X-RateLimit-*.",
     ),
     (
+        "topup_failed",
+        500,
+        "Compatibility routes only: the provider definitely did not deliver; nothing was charged (the old system's answer).",
+    ),
+    (
         "internal_error",
         500,
         "Something failed on our side; the request id helps us find it.",
@@ -114,6 +128,38 @@ pub struct ApiError {
     pub message: String,
     pub details: Option<Value>,
     pub headers: Vec<(axum::http::HeaderName, axum::http::HeaderValue)>,
+    /// Rendered in the old system's shape instead (compatibility routes).
+    pub legacy: Option<Box<Legacy>>,
+}
+
+/// The old system's error body: `{"success": false, "error": <text>, …keys}`,
+/// to which `code` and `request_id` are added. Values are JSON text, so
+/// amounts keep their exact decimal digits.
+#[derive(Debug, Clone)]
+pub struct Legacy {
+    pub error: String,
+    pub keys: Vec<(String, Box<serde_json::value::RawValue>)>,
+}
+
+struct LegacyBody<'a> {
+    error: &'a ApiError,
+    legacy: &'a Legacy,
+    request_id: Option<&'a str>,
+}
+
+impl serde::Serialize for LegacyBody<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("success", &false)?;
+        map.serialize_entry("error", &self.legacy.error)?;
+        for (k, v) in &self.legacy.keys {
+            map.serialize_entry(k, v)?;
+        }
+        map.serialize_entry("code", self.error.code)?;
+        map.serialize_entry("request_id", &self.request_id)?;
+        map.end()
+    }
 }
 
 impl ApiError {
@@ -130,6 +176,36 @@ impl ApiError {
             message: message.into(),
             details: None,
             headers: Vec::new(),
+            legacy: None,
+        }
+    }
+
+    /// Renders this error in the old system's shape with `status`, the
+    /// `error` text and extra keys (JSON text each).
+    pub fn legacy(
+        mut self,
+        status: StatusCode,
+        error: impl Into<String>,
+        keys: Vec<(String, Box<serde_json::value::RawValue>)>,
+    ) -> Self {
+        self.status = status;
+        self.legacy = Some(Box::new(Legacy {
+            error: error.into(),
+            keys,
+        }));
+        self
+    }
+
+    /// The body as JSON text, in the shape of the route (see [`ApiError::legacy`]).
+    pub fn to_json(&self, request_id: Option<&str>) -> String {
+        match &self.legacy {
+            Some(legacy) => serde_json::to_string(&LegacyBody {
+                error: self,
+                legacy,
+                request_id,
+            })
+            .unwrap_or_default(),
+            None => self.body(request_id).to_string(),
         }
     }
 
@@ -143,6 +219,17 @@ impl ApiError {
     pub fn with_details(mut self, details: Value) -> Self {
         self.details = Some(details);
         self
+    }
+
+    /// The `/v1` answer to a refusal of the accept decision.
+    pub fn refused(refusal: &recarga_domain::Refusal) -> Self {
+        use recarga_domain::Refusal as R;
+        match refusal {
+            R::UnknownCustomer => ApiError::new("invalid_api_key", "the API key is not valid"),
+            R::Inactive => ApiError::new("customer_inactive", "the customer account is inactive"),
+            R::InsufficientFunds { .. } => ApiError::new("insufficient_funds", "insufficient funds"),
+            R::DailyLimit { .. } => ApiError::new("daily_limit_exceeded", "rolling 24 h limit exceeded"),
+        }
     }
 
     pub fn not_found() -> Self {
@@ -176,6 +263,7 @@ impl From<recarga_store::StoreError> for ApiError {
             E::InsufficientFunds => ApiError::new("insufficient_funds", "insufficient funds"),
             E::DailyLimitExceeded => ApiError::new("daily_limit_exceeded", "rolling 24 h limit exceeded"),
             E::CustomerInactive => ApiError::new("customer_inactive", "the customer account is inactive"),
+            E::Refused(refusal) => ApiError::refused(&refusal),
             e if e.is_unavailable() => {
                 tracing::error!(error = %e, "database unavailable");
                 ApiError::new("unavailable", "temporarily unavailable, retry with the same reference")
@@ -185,11 +273,16 @@ impl From<recarga_store::StoreError> for ApiError {
     }
 }
 
+/// A JSON body from its text.
+pub fn json_response(text: String) -> Response {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], text).into_response()
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         // The request id is added by `render_errors`, which finds this error
         // in the response extensions.
-        let mut response = (self.status, Json(self.body(None))).into_response();
+        let mut response = (self.status, json_response(self.to_json(None))).into_response();
         for (name, value) in &self.headers {
             response.headers_mut().insert(name.clone(), value.clone());
         }

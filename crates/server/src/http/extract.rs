@@ -3,7 +3,8 @@
 //! - [`JsonBody`]: checks the media type and size, parses with serde, and
 //!   classifies every failure (`invalid_json`, `missing_field`, …).
 //! - [`Caller`]: the authenticated customer, from `Authorization: Bearer` or
-//!   `x-api-key` (+ optional `x-customer-id`, which must then match).
+//!   `x-api-key` (+ `x-customer-id`, which must then match, and which an
+//!   imported key always needs).
 //! - [`PreferWait`]: `Prefer: wait=N`, capped at 30 s.
 
 use super::error::ApiError;
@@ -13,8 +14,9 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
-use recarga_store::Customer;
+use recarga_store::{ApiKey, Customer};
 use serde::de::DeserializeOwned;
+use std::net::IpAddr;
 use std::time::Duration;
 
 /// Largest accepted request body.
@@ -73,12 +75,15 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 /// The authenticated customer of a request.
 pub struct Caller {
     pub customer: Customer,
+    pub key: ApiKey,
     pub key_prefix: String,
     /// `x-request-id` of this request, carried to the worker's logs.
     pub request_id: Option<String>,
+    /// The client's address (behind trusted proxies, the forwarded one).
+    pub client_ip: Option<IpAddr>,
 }
 
-fn header<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
+pub(crate) fn header<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
     parts
         .headers
         .get(name)
@@ -87,62 +92,109 @@ fn header<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
+/// The client's address: the socket peer, or what a trusted proxy forwarded.
+pub fn client_ip(parts: &Parts, app: &App) -> Option<IpAddr> {
+    let peer = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())?;
+    Some(recarga_domain::client_ip(
+        peer,
+        header(parts, "x-forwarded-for"),
+        &app.trusted_proxies,
+    ))
+}
+
+/// What the authentication of a route allows.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AuthRules {
+    /// A deactivated customer may still read (the old balance route did).
+    pub allow_inactive: bool,
+}
+
+/// Authenticates a request: the key (issued, by its prefix; imported, by
+/// `x-customer-id` and its digest), the customer's IP allow-list, its
+/// active flag and its per-second rate limit.
+pub async fn authenticate(parts: &Parts, app: &App, rules: AuthRules) -> Result<Caller, ApiError> {
+    let bearer = header(parts, "authorization")
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim);
+    let presented = match (bearer, header(parts, "x-api-key")) {
+        // Two different keys: refuse rather than guess which one is meant.
+        (Some(b), Some(x)) if b != x => {
+            return Err(ApiError::new(
+                "invalid_api_key",
+                "Authorization and x-api-key name different keys",
+            ));
+        }
+        (Some(key), _) | (None, Some(key)) => key,
+        (None, None) => {
+            return Err(ApiError::new(
+                "missing_api_key",
+                "present an API key as Authorization: Bearer or x-api-key",
+            ));
+        }
+    };
+    let invalid = || ApiError::new("invalid_api_key", "the API key is not valid");
+    // The key and the customer's current row in one read: a revocation or
+    // a deactivation counts from the next request, on every replica.
+    let (stored, customer) = keys::authenticate(app.store.as_ref(), presented, header(parts, "x-customer-id"))
+        .await?
+        .ok_or_else(invalid)?;
+    let client_ip = client_ip(parts, app);
+    if customer.ip_allowlist_enabled {
+        let list = recarga_domain::IpList::parse(customer.ip_allowlist.as_deref().unwrap_or("")).unwrap_or_default();
+        if !client_ip.is_some_and(|ip| list.contains(ip)) {
+            let shown = client_ip.map(|ip| recarga_domain::netlist::canonical_ip(ip).to_string());
+            return Err(
+                ApiError::new("ip_not_allowed", "this address may not use the customer's keys")
+                    .with_details(serde_json::json!({ "your_ip": shown })),
+            );
+        }
+    }
+    if !customer.active && !rules.allow_inactive {
+        return Err(ApiError::new("customer_inactive", "the customer account is inactive"));
+    }
+    if let Some(rate) = app.rate_hit(&customer).await
+        && !rate.allowed
+    {
+        return Err(
+            ApiError::new("rate_limited", format!("more than {} requests per second", rate.limit))
+                .with_header("retry-after", 1)
+                .with_header("x-ratelimit-limit", rate.limit)
+                .with_header("x-ratelimit-remaining", rate.remaining)
+                .with_header("x-ratelimit-reset", 1),
+        );
+    }
+    let now = recarga_store::now_ms();
+    if stored.last_used_at.is_none_or(|t| t < now - KEY_TOUCH_EVERY_MS) {
+        // Best effort, off the request path: "last used" is for operators.
+        let store = app.store.clone();
+        let key_id = stored.id.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.touch_api_key(&key_id, now).await {
+                tracing::debug!(error = %e, "recording a key's last use failed");
+            }
+        });
+    }
+    let request_id = header(parts, "x-request-id").map(str::to_string);
+    Ok(Caller {
+        customer,
+        key_prefix: stored.prefix.clone(),
+        key: stored,
+        request_id,
+        client_ip,
+    })
+}
+
+/// A key's `last_used_at` is written at most this often.
+pub const KEY_TOUCH_EVERY_MS: i64 = 60_000;
+
 impl FromRequestParts<App> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
-        let bearer = header(parts, "authorization")
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .map(str::trim);
-        let presented = match (bearer, header(parts, "x-api-key")) {
-            // Two different keys: refuse rather than guess which one is meant.
-            (Some(b), Some(x)) if b != x => {
-                return Err(ApiError::new(
-                    "invalid_api_key",
-                    "Authorization and x-api-key name different keys",
-                ));
-            }
-            (Some(key), _) | (None, Some(key)) => key,
-            (None, None) => {
-                return Err(ApiError::new(
-                    "missing_api_key",
-                    "present an API key as Authorization: Bearer or x-api-key",
-                ));
-            }
-        };
-        let invalid = || ApiError::new("invalid_api_key", "the API key is not valid");
-        let prefix = keys::prefix_of(presented).ok_or_else(invalid)?;
-        // The key and the customer's current row in one read: a revocation or
-        // a deactivation counts from the next request, on every replica.
-        let (stored, customer) = app.store.find_caller(prefix).await?.ok_or_else(invalid)?;
-        if !keys::verify(presented, &stored) {
-            return Err(invalid());
-        }
-        if let Some(claimed) = header(parts, "x-customer-id")
-            && claimed != stored.customer_id
-        {
-            return Err(invalid());
-        }
-        if !customer.active {
-            return Err(ApiError::new("customer_inactive", "the customer account is inactive"));
-        }
-        if let Some(rate) = app.rate_hit(&customer).await
-            && !rate.allowed
-        {
-            return Err(
-                ApiError::new("rate_limited", format!("more than {} requests per second", rate.limit))
-                    .with_header("retry-after", 1)
-                    .with_header("x-ratelimit-limit", rate.limit)
-                    .with_header("x-ratelimit-remaining", rate.remaining)
-                    .with_header("x-ratelimit-reset", 1),
-            );
-        }
-        let request_id = header(parts, "x-request-id").map(str::to_string);
-        Ok(Caller {
-            customer,
-            key_prefix: stored.prefix,
-            request_id,
-        })
+        authenticate(parts, app, AuthRules::default()).await
     }
 }
 

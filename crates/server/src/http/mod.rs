@@ -108,7 +108,7 @@ async fn render_errors(req: Request, next: Next) -> Response {
     let mut response = next.run(req).await;
     if let Some(err) = response.extensions_mut().remove::<ApiError>() {
         let status = response.status();
-        let mut rendered = (status, Json(err.body(request_id.as_deref()))).into_response();
+        let mut rendered = (status, error::json_response(err.to_json(request_id.as_deref()))).into_response();
         for (name, value) in response.headers() {
             if name != axum::http::header::CONTENT_LENGTH && name != axum::http::header::CONTENT_TYPE {
                 rendered.headers_mut().insert(name.clone(), value.clone());
@@ -120,13 +120,18 @@ async fn render_errors(req: Request, next: Next) -> Response {
 }
 
 /// Public liveness and readiness: database, upstream, queue. No secrets.
+///
+/// The old system's keys first (its load balancers and clients read them:
+/// `status` `OK` / `DEGRADED`, `timestamp`, `uptime`, `mode`, `instance`,
+/// `services`), then ours. Unlike the old system it answers 503 when the
+/// database is down, so a load balancer takes the replica out.
 #[utoipa::path(
     get,
     path = "/health",
     operation_id = "health",
     tag = "operations",
     responses(
-        (status = 200, description = "The database answers (`status` is `degraded` when the upstream does not).", body = openapi::shapes::Health),
+        (status = 200, description = "The database answers (`status` is `DEGRADED` when the upstream or Redis does not).", body = openapi::shapes::Health),
         (status = 503, description = "The database does not answer.", body = openapi::shapes::Health),
     ),
 )]
@@ -136,14 +141,57 @@ async fn health(State(app): State<App>) -> Response {
         Ok(()) => app.store.queue_backlog().await.ok(),
         Err(_) => None,
     };
-    let redis = match &app.redis {
-        Some(r) => serde_json::json!({ "configured": true, "up": r.ping().await }),
-        None => serde_json::json!({ "configured": false, "up": false }),
+    let redis_up = match &app.redis {
+        Some(r) => Some(r.ping().await),
+        None => None,
     };
     let upstream = app.provider.health();
     let ok = db.is_ok();
+    let degraded = !ok || !upstream.ok || redis_up == Some(false);
+    let instance = std::env::var("RAILWAY_REPLICA_ID")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "local".into());
+    let production = app.config.env == crate::config::RunEnv::Production;
+    let stats = queue.as_ref().map(|q| {
+        serde_json::json!({
+            "waiting": q.pending,
+            "active": q.processing,
+            "delayed": q.delayed,
+            "unknown": q.unknown,
+            "total": q.pending + q.processing + q.delayed + q.unknown,
+        })
+    });
     let body = serde_json::json!({
-        "status": if ok && upstream.ok { "ok" } else { "degraded" },
+        "status": if degraded { "DEGRADED" } else { "OK" },
+        "timestamp": views::iso(recarga_store::now_ms()),
+        "uptime": app.started.elapsed().as_secs_f64().floor(),
+        "mode": if production { "PRODUCTION" } else { "TEST_MODE" },
+        "instance": {
+            "id": instance,
+            "memory": format!("{}MB", rss_mb()),
+            "pid": std::process::id(),
+        },
+        "services": {
+            "database": {
+                "connected": ok,
+                "status": if ok { "healthy" } else { "disconnected" },
+                "engine": app.store.engine(),
+            },
+            "redis": {
+                "connected": redis_up == Some(true),
+                "status": match redis_up { Some(true) => "healthy", Some(false) => "disconnected", None => "not configured" },
+            },
+            "queue": {
+                "connected": ok,
+                "status": if ok { "healthy" } else { "disconnected" },
+                "stats": stats,
+            },
+            "rateLimiting": {
+                "backend": if redis_up == Some(true) { "redis" } else { "memory" },
+                "apiLimit": format!("{} per 15 minutes", app.config.compat_api_per_15min),
+                "topupLimit": format!("{} per minute per customer", app.config.compat_topup_per_min),
+            },
+        },
         "database": { "engine": app.store.engine(), "ok": ok },
         "upstream": {
             "provider": app.provider.name(),
@@ -153,7 +201,7 @@ async fn health(State(app): State<App>) -> Response {
             "detail": upstream.detail,
         },
         "queue": queue,
-        "redis": redis,
+        "redis": { "configured": redis_up.is_some(), "up": redis_up == Some(true) },
         "version": env!("CARGO_PKG_VERSION"),
     });
     let status = if ok {
@@ -162,6 +210,15 @@ async fn health(State(app): State<App>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(body)).into_response()
+}
+
+/// Resident memory of this process in MiB (Linux `/proc`; 0 elsewhere).
+fn rss_mb() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
+        .map(|pages| pages * 4096 / (1024 * 1024))
+        .unwrap_or(0)
 }
 
 /// One top-up with everything a dispute needs: its state history and every

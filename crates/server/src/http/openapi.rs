@@ -86,10 +86,12 @@ pub const OPERATION_ERRORS: &[(&str, &[&[&str]])] = &[
     ("getTopup", &[AUTH, &["not_found"]]),
     ("getBalance", &[AUTH]),
     ("listProducts", &[AUTH]),
-    ("compatTopup", &[AUTH, BODY, SUBMIT]),
-    ("compatTopupAsync", &[AUTH, BODY, SUBMIT]),
-    ("compatBalance", &[AUTH]),
-    ("compatTransaction", &[AUTH, &["not_found"]]),
+    // The compatibility routes answer errors in the old shape (`CompatError`),
+    // declared on each operation; see `LEGACY_SHAPED`.
+    ("compatTopup", &[]),
+    ("compatTopupAsync", &[]),
+    ("compatBalance", &[]),
+    ("compatTransaction", &[]),
     ("health", &[]),
     ("queueStats", &[&["admin_required", "unavailable"]]),
     ("adminTopup", &[&["admin_required", "not_found", "unavailable"]]),
@@ -97,10 +99,17 @@ pub const OPERATION_ERRORS: &[(&str, &[&[&str]])] = &[
     ("openapi", &[]),
 ];
 
+/// Operations whose errors have the old system's shape (`CompatError`),
+/// declared on each of them rather than generated from the catalogue.
+pub const LEGACY_SHAPED: &[&str] = &["compatTopup", "compatTopupAsync", "compatBalance", "compatTransaction"];
+
 /// The error codes an operation can answer with, [`ALWAYS`] included, in
 /// catalogue order; `None` for an operation without an entry.
 pub fn operation_error_codes(operation_id: &str) -> Option<Vec<&'static str>> {
     let (_, groups) = OPERATION_ERRORS.iter().find(|(id, _)| *id == operation_id)?;
+    if LEGACY_SHAPED.contains(&operation_id) {
+        return Some(Vec::new());
+    }
     let listed: Vec<&str> = groups
         .iter()
         .flat_map(|g| g.iter().copied())
@@ -121,8 +130,9 @@ B2B mobile top-ups (Mexico, MXN face values).
 - **`/v1`** is the canonical API: amounts are decimal strings next to their currency, \
 top-ups are idempotent by `reference`, and `Prefer: wait=N` waits up to N seconds (at most 30) \
 for a final state. 202 means accepted with the outcome still open, never a failure.
-- **`/api/...`** are the compatibility routes: the request and response shapes of the system \
-Recarga replaces (amounts as JSON numbers), so existing integrations switch without changes.
+- **`/api/...`** are the compatibility routes: the routes, JSON keys, JSON types, status codes, \
+error bodies (`CompatError`) and rate-limit headers of the system Recarga replaces, so existing \
+integrations switch without code changes. Its `_usd` keys carry amounts in the account's currency.
 
 Authenticate with `Authorization: Bearer <key>`, or `x-api-key: <key>` (optionally with \
 `x-customer-id`, which must then be the key's customer). Operator routes take `x-admin-key`.
@@ -412,6 +422,39 @@ pub fn topup_status() -> Ref {
     Ref::from_schema_name("TopupStatus")
 }
 
+/// `schema_with` for the phone a compatibility answer echoes as sent.
+pub fn phone_echo() -> Schema {
+    OneOfBuilder::new()
+        .item(ObjectBuilder::new().schema_type(Type::String))
+        .item(ObjectBuilder::new().schema_type(Type::Number))
+        .description(Some("The phone as the request sent it (a string, or a number)."))
+        .into()
+}
+
+/// `schema_with` for the state an old client understands.
+pub fn legacy_status() -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(["PENDING", "SUCCESS", "FAILED"]))
+        .description(Some(
+            "PENDING, SUCCESS or FAILED: the old system's states. PROCESSING and UNKNOWN show as \
+             PENDING (still open; never buy again); `state` has ours.",
+        ))
+        .into()
+}
+
+/// `schema_with` for the compatibility `exchange_rate`: an exact JSON number.
+pub fn rate_number() -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::Number)
+        .description(Some(
+            "Account currency per MXN with 6 decimals (USD per MXN, as the old system sent it; 1 for MXN accounts).",
+        ))
+        .examples([serde_json::json!(0.057143)])
+        .build()
+        .into()
+}
+
 /// `schema_with` for the compatibility amounts: exact JSON numbers.
 pub fn decimal_number() -> Schema {
     ObjectBuilder::new()
@@ -483,6 +526,100 @@ pub mod shapes {
     use super::super::views::TopupView;
     use utoipa::ToSchema;
 
+    /// A top-up request on the compatibility routes, as the old system took
+    /// it: unknown fields (such as `provider`) are accepted and ignored.
+    #[derive(ToSchema)]
+    pub struct CompatTopupRequest {
+        /// 10-15 digits (a leading `52` or `521` is the country prefix), or `+52 …`.
+        #[schema(schema_with = super::phone_echo)]
+        pub phone: String,
+        /// MXN face value: a number or a numeric string, at most 2 decimals.
+        #[schema(schema_with = super::amount_input)]
+        pub amount: String,
+        /// Free text (optional; any other JSON value is kept as its text).
+        /// Under the customer's `unique` policy a repeat returns the same
+        /// transaction (a FAILED one starts anew); under `free` every request
+        /// is a new top-up.
+        #[schema(value_type = Value)]
+        pub reference: Option<serde_json::Value>,
+        /// Accepted and ignored (the old system's provider choice), like any other field.
+        #[schema(value_type = Value)]
+        pub provider: Option<serde_json::Value>,
+    }
+
+    /// One entry of `details` on `Validation failed` (express-validator's shape).
+    #[derive(ToSchema)]
+    pub struct CompatFieldError {
+        #[schema(example = "field")]
+        pub r#type: String,
+        /// The value as sent; absent when the field was missing.
+        #[schema(value_type = Option<Object>)]
+        pub value: Option<serde_json::Value>,
+        pub msg: String,
+        #[schema(example = "amount")]
+        pub path: String,
+        #[schema(example = "body")]
+        pub location: String,
+    }
+
+    /// Every error of the compatibility routes: the old `error` text and its
+    /// keys, plus our `code` and `request_id`. Which keys come with which
+    /// `error`:
+    /// - `Validation failed` (400): `details`;
+    /// - `Invalid API credentials` / `Invalid credentials` (401);
+    /// - `IP address not authorized` (403): `your_ip`;
+    /// - `Insufficient balance` (403): `current_balance_usd`, `requested_mxn`,
+    ///   `required_usd`, `exchange_rate`, `current_balance`, `requested`;
+    /// - `Invalid product amount` (400): `message`, `allowed_amounts`, `requested_amount`;
+    /// - `Daily transaction limit exceeded` (429): `daily_limit_mxn`,
+    ///   `used_today_mxn`, `requested_mxn`, `available_mxn`;
+    /// - `Too many topup requests. …` / `Too many requests, …` (429), with `Retry-After`;
+    /// - `Provider (…) top-up failed: …` (500): `provider`, `response_time_ms`,
+    ///   `transaction` (FAILED; nothing was charged);
+    /// - `Transaction not found` (404).
+    #[derive(ToSchema)]
+    pub struct CompatError {
+        /// Always false.
+        pub success: bool,
+        pub error: String,
+        pub code: String,
+        pub request_id: Option<String>,
+        pub details: Option<Vec<CompatFieldError>>,
+        pub your_ip: Option<String>,
+        #[schema(schema_with = super::decimal_number)]
+        pub current_balance_usd: Option<String>,
+        #[schema(schema_with = super::decimal_number)]
+        pub required_usd: Option<String>,
+        #[schema(schema_with = super::decimal_number)]
+        pub requested_mxn: Option<String>,
+        #[schema(schema_with = super::rate_number)]
+        pub exchange_rate: Option<String>,
+        #[schema(schema_with = super::decimal_number)]
+        pub current_balance: Option<String>,
+        #[schema(schema_with = super::decimal_number)]
+        pub requested: Option<String>,
+        #[schema(schema_with = super::decimal_number)]
+        pub credit_limit: Option<String>,
+        /// On `Invalid product amount`: which products the customer may buy.
+        pub message: Option<String>,
+        pub allowed_amounts: Option<Vec<f64>>,
+        #[schema(schema_with = super::decimal_number)]
+        pub requested_amount: Option<String>,
+        #[schema(schema_with = super::decimal_number)]
+        pub daily_limit_mxn: Option<String>,
+        #[schema(schema_with = super::decimal_number)]
+        pub used_today_mxn: Option<String>,
+        #[schema(schema_with = super::decimal_number)]
+        pub available_mxn: Option<String>,
+        pub provider: Option<String>,
+        pub response_time_ms: Option<i64>,
+        /// On a definite failure: the FAILED transaction.
+        pub transaction: Option<crate::http::compat::CompatTransaction>,
+        pub check_status_url: Option<String>,
+        /// On `reference_reused` / `request_in_flight`: the existing transaction.
+        pub transaction_id: Option<String>,
+    }
+
     /// `GET /v1/topups`: one page, newest first.
     #[derive(ToSchema)]
     pub struct TopupList {
@@ -513,12 +650,23 @@ pub mod shapes {
         pub data: Vec<Product>,
     }
 
+    /// `OK`, or `DEGRADED` when the database, the upstream or Redis does not answer.
     #[derive(ToSchema)]
     pub enum HealthStatus {
-        #[schema(rename = "ok")]
+        #[schema(rename = "OK")]
         Ok,
-        #[schema(rename = "degraded")]
+        #[schema(rename = "DEGRADED")]
         Degraded,
+    }
+
+    #[derive(ToSchema)]
+    pub enum HealthMode {
+        /// `RECARGA_ENV=production`.
+        #[schema(rename = "PRODUCTION")]
+        Production,
+        /// Anything else (the sandbox, development).
+        #[schema(rename = "TEST_MODE")]
+        TestMode,
     }
 
     #[derive(ToSchema)]
@@ -558,11 +706,67 @@ pub mod shapes {
         pub up: bool,
     }
 
-    /// `GET /health`.
+    /// `instance` (the old system's key).
+    #[derive(ToSchema)]
+    pub struct HealthInstance {
+        /// `RAILWAY_REPLICA_ID`, else `HOSTNAME`, else `local`.
+        pub id: String,
+        /// Resident memory, e.g. `"48MB"`.
+        pub memory: String,
+        pub pid: i64,
+    }
+
+    #[derive(ToSchema)]
+    pub struct HealthService {
+        pub connected: bool,
+        /// `healthy`, `disconnected` or `not configured`.
+        pub status: String,
+        /// The database engine (`database` only).
+        pub engine: Option<String>,
+        /// The open queue in the old system's names (`queue` only; null while the database is down).
+        pub stats: Option<HealthQueueStats>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct HealthQueueStats {
+        pub waiting: i64,
+        pub active: i64,
+        pub delayed: i64,
+        pub unknown: i64,
+        pub total: i64,
+    }
+
+    #[derive(ToSchema)]
+    pub struct HealthRateLimiting {
+        /// `redis` when Redis is up, else `memory`.
+        pub backend: String,
+        #[schema(rename = "apiLimit")]
+        pub api_limit: String,
+        #[schema(rename = "topupLimit")]
+        pub topup_limit: String,
+    }
+
+    /// `services` (the old system's key).
+    #[derive(ToSchema)]
+    pub struct HealthServices {
+        pub database: HealthService,
+        pub redis: HealthService,
+        pub queue: HealthService,
+        #[schema(rename = "rateLimiting")]
+        pub rate_limiting: HealthRateLimiting,
+    }
+
+    /// `GET /health`: the old system's keys, then ours.
     #[derive(ToSchema)]
     pub struct Health {
-        /// `ok` when the database and the upstream are; else `degraded`.
         pub status: HealthStatus,
+        #[schema(format = DateTime)]
+        pub timestamp: String,
+        /// Seconds since this process started.
+        pub uptime: f64,
+        pub mode: HealthMode,
+        pub instance: HealthInstance,
+        pub services: HealthServices,
         pub database: HealthDatabase,
         pub upstream: HealthUpstream,
         /// Null when the database is down.

@@ -54,6 +54,7 @@ pub fn status_code_for(status: TopupStatus) -> StatusCode {
     tag = "v1",
     params(
         ("Prefer" = Option<String>, Header, description = "`wait=N`: wait up to N seconds (capped at 30) for a final state.", example = "wait=10"),
+        ("Idempotency-Key" = Option<String>, Header, description = "A key of your own (1-255 printable ASCII characters): a repeat with the same phone and amount replays, with another phone or amount is `reference_reused`, during a waiting synchronous request is `request_in_flight`. Under the `free` reference policy it is the only idempotency."),
     ),
     request_body = TopupBody,
     responses(
@@ -74,10 +75,12 @@ async fn create_topup(
     State(app): State<App>,
     caller: Caller,
     PreferWait(wait): PreferWait,
+    headers: axum::http::HeaderMap,
     JsonBody(body): JsonBody<TopupBody>,
 ) -> Result<Response, ApiError> {
-    let input = body.validate()?;
-    let submitted = topups::submit(&app, &caller, input, wait).await?;
+    let mut input = body.validate()?;
+    input.idempotency_key = topups::idempotency_key(&headers)?;
+    let submitted = topups::submit(&app, &caller, input, wait, topups::Door::V1).await?;
     let mut response = (
         status_code_for(submitted.topup.status),
         Json(TopupView::from(&submitted.topup)),

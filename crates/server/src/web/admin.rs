@@ -45,6 +45,7 @@ pub fn routes() -> Router<App> {
         .route("/admin/customers/{id}/keys", post(issue_key))
         .route("/admin/customers/{id}/keys/{key_id}/revoke", post(revoke_key))
         .route("/admin/customers/{id}/limits", post(limits))
+        .route("/admin/customers/{id}/legacy", post(legacy_settings))
         .route("/admin/transactions", get(transactions))
         .route("/admin/transactions.csv", get(transactions_csv))
         .route("/admin/transactions/{id}", get(transaction))
@@ -314,8 +315,13 @@ struct KeyRow {
     id: String,
     prefix: String,
     label: String,
+    /// `issued` or `imported`.
+    kind: String,
     created: String,
+    last_used: String,
     revoked: String,
+    /// When a rotated key stops working.
+    retiring: String,
 }
 
 struct LedgerRow {
@@ -455,6 +461,10 @@ struct CustomerView {
     catalogue: &'static str,
     active: bool,
     used_24h: String,
+    reference_policy: &'static str,
+    public_status: bool,
+    ip_allowlist: String,
+    ip_allowlist_enabled: bool,
 }
 
 impl CustomerView {
@@ -480,6 +490,10 @@ impl CustomerView {
             catalogue: c.catalogue.as_str(),
             active: c.active,
             used_24h: money(Money(used_24h), "MXN"),
+            reference_policy: c.reference_policy.as_str(),
+            public_status: c.public_status,
+            ip_allowlist: c.ip_allowlist.clone().unwrap_or_default(),
+            ip_allowlist_enabled: c.ip_allowlist_enabled,
         }
     }
 }
@@ -511,10 +525,25 @@ async fn customer_view(
         .rev()
         .map(|k| KeyRow {
             id: k.id.clone(),
-            prefix: format!("rk_{}_…", k.prefix),
+            prefix: k.hint.clone().unwrap_or_else(|| format!("rk_{}_…", k.prefix)),
             label: k.label.clone().unwrap_or_default(),
+            kind: k.kind.clone(),
             created: when(k.created_at),
-            revoked: k.revoked_at.map(when).unwrap_or_default(),
+            last_used: k.last_used_at.map(when).unwrap_or_else(|| "never".into()),
+            revoked: k
+                .revoked_at
+                .map(when)
+                .or_else(|| {
+                    k.expires_at
+                        .filter(|t| *t <= recarga_store::now_ms())
+                        .map(|t| format!("expired {}", when(t)))
+                })
+                .unwrap_or_default(),
+            retiring: k
+                .expires_at
+                .filter(|t| *t > recarga_store::now_ms() && k.revoked_at.is_none())
+                .map(when)
+                .unwrap_or_default(),
         })
         .collect();
     let mut entries = app.store.ledger_page(id, ledger_before, LEDGER_PAGE_ROWS + 1).await?;
@@ -561,7 +590,7 @@ async fn customer_page(
     let notice = match q.notice.as_deref() {
         Some("adjusted") => "Balance adjusted.",
         Some("revoked") => "Key revoked.",
-        Some("limits") => "Settings saved.",
+        Some("limits") | Some("legacy") => "Settings saved.",
         _ => "",
     };
     let ledger_before = q.ledger_before.and_then(|b| b.parse().ok());
@@ -766,10 +795,75 @@ async fn limits(
         fx_rate_micro: None,
         rate_limit_per_s: rate_limit,
         reason: Some(reason.to_string()),
+        ..CustomerPatch::default()
     };
     // One transaction: the change and its audit entry (before, after, reason).
     app.store.update_customer(&id, &patch, op.actor()).await?;
     Ok(Redirect::to(&format!("/admin/customers/{}?notice=limits", super::q(&id))).into_response())
+}
+
+#[derive(Deserialize)]
+struct LegacyForm {
+    csrf: String,
+    #[serde(default)]
+    reference_policy: String,
+    #[serde(default)]
+    public_status: String,
+    #[serde(default)]
+    ip_allowlist: String,
+    #[serde(default)]
+    ip_allowlist_enabled: String,
+    #[serde(default)]
+    reason: String,
+}
+
+/// The settings that keep the old system's habits (see the README's section
+/// for integrations of the old system); audited like every change.
+async fn legacy_settings(
+    State(app): State<App>,
+    op: OperatorSession,
+    Path(id): Path<String>,
+    Form(f): Form<LegacyForm>,
+) -> Result<Response, WebError> {
+    op.may_change(&f.csrf)?;
+    let reason = f.reason.trim();
+    if reason.is_empty() {
+        return Err(WebError::bad_input(
+            "A reason is required for every change of settings.",
+        ));
+    }
+    let flag = |field: &str, text: &str| match text {
+        "" => Ok(None),
+        "true" => Ok(Some(true)),
+        "false" => Ok(Some(false)),
+        _ => Err(WebError::bad_input(format!("{field} is true or false."))),
+    };
+    let reference_policy = match f.reference_policy.trim() {
+        "" => None,
+        text => Some(
+            recarga_domain::ReferencePolicy::parse(text)
+                .ok_or_else(|| WebError::bad_input("Reference policy: choose unique or free."))?,
+        ),
+    };
+    let list = recarga_domain::IpList::parse(&f.ip_allowlist)
+        .map_err(|e| WebError::bad_input(format!("IP allow-list: {e}.")))?;
+    let enabled = flag("Allow-list enforced", f.ip_allowlist_enabled.trim())?;
+    if enabled == Some(true) && list.is_empty() {
+        return Err(WebError::bad_input(
+            "An enforced allow-list without addresses would refuse every request: add addresses or turn it off.",
+        ));
+    }
+    let patch = CustomerPatch {
+        reference_policy,
+        public_status: flag("Public status", f.public_status.trim())?,
+        ip_allowlist: Some(Some(list.to_text()).filter(|t| !t.is_empty())),
+        ip_allowlist_enabled: enabled,
+        reason: Some(reason.to_string()),
+        ..CustomerPatch::default()
+    };
+    app.store.get_customer(&id).await?.ok_or_else(WebError::not_found)?;
+    app.store.update_customer(&id, &patch, op.actor()).await?;
+    Ok(Redirect::to(&format!("/admin/customers/{}?notice=legacy", super::q(&id))).into_response())
 }
 
 // ---------------------------------------------------------------- transactions

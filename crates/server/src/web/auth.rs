@@ -268,7 +268,7 @@ pub async fn customer(app: &App, headers: &HeaderMap) -> Option<CustomerSession>
 pub async fn key_still_opens(app: &App, prefix: &str, customer_id: &str) -> bool {
     matches!(
         app.store.find_caller(prefix).await,
-        Ok(Some((key, customer))) if key.revoked_at.is_none() && key.customer_id == customer_id && customer.active
+        Ok(Some((key, customer))) if key.is_valid_at(recarga_store::now_ms()) && key.customer_id == customer_id && customer.active
     )
 }
 
@@ -619,11 +619,9 @@ async fn dashboard_login(
         return render(StatusCode::TOO_MANY_REQUESTS, locked_message(wait_s));
     }
     let presented = form.api_key.trim();
+    // Issued keys and keys imported from the old system alike.
     let mut prefix = None;
-    if let Some(p) = keys::prefix_of(presented)
-        && let Some((stored, customer)) = app.store.find_caller(p).await?
-        && keys::verify(presented, &stored)
-        && stored.customer_id == customer_id
+    if let Some((stored, customer)) = keys::authenticate(app.store.as_ref(), presented, Some(&customer_id)).await?
         && customer.active
     {
         prefix = Some(stored.prefix);

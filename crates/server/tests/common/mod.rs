@@ -73,6 +73,8 @@ pub struct Opts {
     /// Shared cache, rate limits and events through this Redis.
     pub redis_url: Option<String>,
     pub rate_limit_per_s: u64,
+    /// Further settings as flags, e.g. `("--trusted-proxies", "127.0.0.1")`.
+    pub extra: Vec<(&'static str, String)>,
 }
 
 impl Default for Opts {
@@ -89,6 +91,7 @@ impl Default for Opts {
             workers: true,
             redis_url: None,
             rate_limit_per_s: 0,
+            extra: Vec::new(),
         }
     }
 }
@@ -139,6 +142,10 @@ pub fn runtime_config(opts: &Opts) -> RuntimeConfig {
         "--rate-limit-per-s".into(),
         opts.rate_limit_per_s.to_string(),
     ];
+    let args: Vec<String> = args
+        .into_iter()
+        .chain(opts.extra.iter().flat_map(|(k, v)| [k.to_string(), v.clone()]))
+        .collect();
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let rt = RuntimeConfig::from_args(&refs).expect("test config parses");
     rt.validate().expect("test config is valid");
