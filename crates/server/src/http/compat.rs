@@ -240,7 +240,7 @@ fn parse_request(parts: &Parts, body: &[u8]) -> Result<LegacyRequest, ApiError> 
             ApiError::new("invalid_json", "the body is not valid JSON").legacy(
                 StatusCode::BAD_REQUEST,
                 "Invalid JSON body",
-                vec![key("details", text_value(&e.to_string()))],
+                vec![key("reason", text_value(&e.to_string()))],
             )
         })?
     } else {

@@ -81,7 +81,7 @@ const SUBMIT: &[&str] = &[
 /// [`ALWAYS`]. Every operation of the document must have an entry, and every
 /// code must be in [`CATALOGUE`] (both checked by `tests/openapi.rs`).
 pub const OPERATION_ERRORS: &[(&str, &[&[&str]])] = &[
-    ("createTopup", &[AUTH, BODY, SUBMIT]),
+    ("createTopup", &[AUTH, BODY, SUBMIT, &["invalid_idempotency_key"]]),
     ("listTopups", &[AUTH, &["invalid_query"]]),
     ("getTopup", &[AUTH, &["not_found"]]),
     ("getBalance", &[AUTH]),
@@ -553,7 +553,7 @@ pub mod shapes {
         #[schema(example = "field")]
         pub r#type: String,
         /// The value as sent; absent when the field was missing.
-        #[schema(value_type = Option<Object>)]
+        #[schema(value_type = Value, required = false)]
         pub value: Option<serde_json::Value>,
         pub msg: String,
         #[schema(example = "amount")]
@@ -585,6 +585,8 @@ pub mod shapes {
         pub code: String,
         pub request_id: Option<String>,
         pub details: Option<Vec<CompatFieldError>>,
+        /// On `Invalid JSON body`: what the parser said.
+        pub reason: Option<String>,
         pub your_ip: Option<String>,
         #[schema(schema_with = super::decimal_number)]
         pub current_balance_usd: Option<String>,
