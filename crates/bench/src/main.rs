@@ -67,7 +67,8 @@ mod report;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, ValueEnum};
 use load::{LoadResult, classify, closed_loop, per_s};
-use procs::{Backend, Gateway, GatewaySettings, Queue, Sim};
+use procs::{Backend, Gateway, GatewaySettings, Queue};
+use recarga_testkit::Sim;
 use report::{Check, Machine, Report, ScenarioReport, Target};
 use reqwest::StatusCode;
 use reqwest::header::CONTENT_TYPE;
@@ -433,7 +434,7 @@ async fn run(args: Args) -> Result<bool> {
         ids.extend((0..spread_n).map(|i| format!("BENCH_S{i:04}")));
         let mut customers = create_customers(&bin, &backend, &ids).await?;
         let hot = customers.remove(0);
-        let sim = Sim::start(&bin, &backend, &http).await?;
+        let sim = procs::start_sim(&bin, &backend).await?;
         let mut ctx = Ctx {
             sim,
             backend,
@@ -601,7 +602,10 @@ async fn run_scenario(ctx: &mut Ctx, s: Scenario) -> Result<ScenarioReport> {
         ctx.gateway_version = health["version"].as_str().unwrap_or("?").to_string();
     }
     let gw_pid = gw.proc.pid().to_string();
-    let cpu_before = (procs::cpu_seconds(&gw_pid), procs::cpu_seconds("self"));
+    let cpu_before = (
+        recarga_testkit::cpu_seconds(&gw_pid),
+        recarga_testkit::cpu_seconds("self"),
+    );
     let body_started = Instant::now();
     let ran = match (s, backlog) {
         (Scenario::Accept, _) => accept(ctx, &gw, false, &mut settings, &mut figures).await?,
@@ -613,10 +617,10 @@ async fn run_scenario(ctx: &mut Ctx, s: Scenario) -> Result<ScenarioReport> {
     };
     // CPU used while the load ran, in % of one core: where the machine's time went.
     let wall = body_started.elapsed().as_secs_f64();
-    if let (Some(g0), Some(g1)) = (cpu_before.0, procs::cpu_seconds(&gw_pid)) {
+    if let (Some(g0), Some(g1)) = (cpu_before.0, recarga_testkit::cpu_seconds(&gw_pid)) {
         put(&mut figures, "gateway_cpu_pct", round((g1 - g0) / wall * 100.0, 0));
     }
-    if let (Some(b0), Some(b1)) = (cpu_before.1, procs::cpu_seconds("self")) {
+    if let (Some(b0), Some(b1)) = (cpu_before.1, recarga_testkit::cpu_seconds("self")) {
         put(&mut figures, "loadgen_cpu_pct", round((b1 - b0) / wall * 100.0, 0));
     }
     put(&mut settings, "QUEUE_CONCURRENCY", gw_settings.queue_concurrency);
@@ -638,7 +642,7 @@ async fn run_scenario(ctx: &mut Ctx, s: Scenario) -> Result<ScenarioReport> {
     if let Some(kib) = gw.proc.peak_rss_kib() {
         put(&mut figures, "gateway_peak_rss_mib", round(kib as f64 / 1024.0, 1));
     }
-    gw.proc.stop().await;
+    procs::stop(gw.proc).await;
     let audit_started = Instant::now();
     let audit = procs::cli(&ctx.bin, &ctx.backend, &["audit"], ctx.plan.audit_timeout).await;
     put(&mut figures, "audit_s", round(audit_started.elapsed().as_secs_f64(), 1));
@@ -688,7 +692,7 @@ async fn accept(
     figures: &mut Map<String, Value>,
 ) -> Result<u64> {
     let (lo, hi) = ctx.plan.accept_hold_ms;
-    ctx.sim.set_latency(&ctx.http, lo, hi).await?;
+    procs::set_latency(&ctx.sim, lo, hi).await?;
     let customers = if spread {
         Arc::clone(&ctx.spread)
     } else {
@@ -723,9 +727,7 @@ async fn accept(
     .await;
     ctx.accepted += load.ok;
     ctx.unanswered += load.transport_errors;
-    ctx.sim
-        .set_latency(&ctx.http, FAST_UPSTREAM_MS.0, FAST_UPSTREAM_MS.1)
-        .await?;
+    procs::set_latency(&ctx.sim, FAST_UPSTREAM_MS.0, FAST_UPSTREAM_MS.1).await?;
     load_figures(figures, &mut load);
     Ok(load.ok)
 }
@@ -776,7 +778,7 @@ async fn sync(
     figures: &mut Map<String, Value>,
 ) -> Result<u64> {
     let latency_ms = ctx.plan.sync_latency_ms;
-    ctx.sim.set_latency(&ctx.http, latency_ms, latency_ms).await?;
+    procs::set_latency(&ctx.sim, latency_ms, latency_ms).await?;
     let c = ctx.plan.sync_c;
     put(
         settings,
@@ -848,7 +850,7 @@ struct Backlog {
 /// backlog the measured gateway drains.
 async fn preload(ctx: &mut Ctx, figures: &mut Map<String, Value>) -> Result<Backlog> {
     let latency_ms = ctx.plan.drain_latency_ms;
-    ctx.sim.set_latency(&ctx.http, latency_ms, latency_ms).await?;
+    procs::set_latency(&ctx.sim, latency_ms, latency_ms).await?;
     let mut settings = ctx.plan.gateway(Scenario::Drain);
     settings.queue_concurrency = 1;
     settings.latcom_max_inflight = 1;
@@ -877,7 +879,7 @@ async fn preload(ctx: &mut Ctx, figures: &mut Map<String, Value>) -> Result<Back
     ctx.accepted += load.ok;
     ctx.unanswered += load.transport_errors;
     let q = gw.queue(&ctx.http, &ctx.admin_key).await?;
-    gw.proc.stop().await;
+    procs::stop(gw.proc).await;
     let latency = load.latency();
     put(figures, "accepted", load.ok);
     put(figures, "errors", load.errors());
@@ -1033,7 +1035,7 @@ async fn verify(ctx: &Ctx, gw: &Gateway, figures: &mut Map<String, Value>) -> Re
             q.total, ctx.accepted, ctx.unanswered
         ),
     });
-    let journal = ctx.sim.journal(&ctx.http).await?;
+    let journal = ctx.sim.journal().await?;
     let empty = Map::new();
     let entries = journal["entries"].as_object().unwrap_or(&empty);
     let repeated = entries.values().filter(|e| e["calls"].as_u64() != Some(1)).count();

@@ -1,31 +1,19 @@
-//! Child processes and the places they keep their data: the database the
-//! bench creates (and removes), `recarga latcom-sim`, `recarga serve` and the
-//! operator CLI. Every child runs with a cleared environment in a private
-//! working directory (no `.env` is picked up), listens on 127.0.0.1 only, and
-//! is killed and reaped when its guard is dropped, also on an error or a panic.
+//! The places the bench's children keep their data (the database it
+//! creates and removes, a Redis prefix) and its scenarios' gateways. The
+//! children themselves (`recarga latcom-sim`, `recarga serve`, the operator
+//! CLI) come from `recarga_testkit`, the harness the tests use too: cleared
+//! environment, private working directory, loopback only, killed and reaped
+//! on drop, also on an error or a panic.
 
 use anyhow::{Context, Result, bail};
+use recarga_testkit::{CliRun, Proc, Sim, free_port};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-/// The simulator's credentials (its defaults), handed to the gateway.
-pub const SIM_USER: &str = "sim-user";
-pub const SIM_PASS: &str = "sim-pass";
-pub const SIM_DIST_API: &str = "sim-dist-api";
-pub const SIM_UID: &str = "sim-uid";
-
-/// Longest a child may take to answer after it was started.
-const READY_WITHIN: Duration = Duration::from_secs(60);
 /// How long a SIGTERM'd child may take to drain before it is killed.
 const STOP_WITHIN: Duration = Duration::from_secs(20);
-
-/// A free loopback port (bound and released; a tiny race is acceptable here).
-pub fn free_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("bind a free loopback port")?;
-    Ok(listener.local_addr()?.port())
-}
 
 /// Refuses any URL whose host is not the loopback interface.
 pub fn require_loopback(what: &str, url: &str) -> Result<()> {
@@ -138,12 +126,8 @@ impl Backend {
 
     /// `recarga <…>` with a cleared environment pointing at this backend.
     pub fn command(&self, bin: &Path) -> Command {
-        let mut cmd = Command::new(bin);
-        cmd.env_clear()
-            .current_dir(&self.work)
-            .env("RECARGA_DATA_DIR", &self.data_dir)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null());
+        let mut cmd = recarga_testkit::command(bin, &self.work);
+        cmd.env("RECARGA_DATA_DIR", &self.data_dir);
         if let Some(url) = &self.db_url {
             cmd.env("DATABASE_URL", url);
         }
@@ -190,41 +174,16 @@ impl Drop for Backend {
     }
 }
 
-/// What an operator command did.
-pub struct CliRun {
-    pub code: Option<i32>,
-    pub json: Value,
-    pub stderr: String,
-}
-
 /// `recarga <args>` against the backend, ready to run.
-fn cli_command(bin: &Path, backend: &Backend, args: &[&str]) -> tokio::process::Command {
+fn cli_command(bin: &Path, backend: &Backend, args: &[&str]) -> Command {
     let mut cmd = backend.command(bin);
-    cmd.args(args)
-        .env("RECARGA_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut cmd = tokio::process::Command::from(cmd);
-    cmd.kill_on_drop(true);
+    cmd.args(args).env("RECARGA_LOG", "warn");
     cmd
-}
-
-async fn run_cli(mut cmd: tokio::process::Command, what: String, within: Duration) -> Result<CliRun> {
-    let out = tokio::time::timeout(within, cmd.output())
-        .await
-        .with_context(|| format!("{what} did not finish within {within:?}"))?
-        .with_context(|| format!("cannot run {what}"))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    Ok(CliRun {
-        code: out.status.code(),
-        json: serde_json::from_str(&stdout).unwrap_or(Value::Null),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    })
 }
 
 /// Runs `recarga <args>` against the backend; killed if it outlives `within`.
 pub async fn cli(bin: &Path, backend: &Backend, args: &[&str], within: Duration) -> Result<CliRun> {
-    run_cli(cli_command(bin, backend, args), format!("recarga {args:?}"), within).await
+    recarga_testkit::run(cli_command(bin, backend, args), within).await
 }
 
 /// [`cli`] as a task, to run several at once.
@@ -234,172 +193,26 @@ pub fn cli_task(
     args: &[&str],
     within: Duration,
 ) -> tokio::task::JoinHandle<Result<CliRun>> {
-    tokio::spawn(run_cli(
-        cli_command(bin, backend, args),
-        format!("recarga {args:?}"),
-        within,
-    ))
+    tokio::spawn(recarga_testkit::run(cli_command(bin, backend, args), within))
 }
 
-/// A running child, killed (SIGKILL) and reaped on drop.
-pub struct Proc {
-    pub name: &'static str,
-    child: Child,
-    stderr: PathBuf,
+/// `recarga latcom-sim` on a loopback port, answering in 1–5 ms until told otherwise.
+pub async fn start_sim(bin: &Path, backend: &Backend) -> Result<Sim> {
+    let mut cmd = backend.command(bin);
+    cmd.env("RECARGA_LOG", "warn");
+    Sim::start(cmd, &backend.work, "1-5", None).await
 }
 
-impl Proc {
-    fn spawn(name: &'static str, mut cmd: Command, work: &Path, tag: &str) -> Result<Proc> {
-        let stdout = work.join(format!("{tag}.stdout"));
-        let stderr = work.join(format!("{tag}.stderr"));
-        cmd.stdout(std::fs::File::create(&stdout)?)
-            .stderr(std::fs::File::create(&stderr)?);
-        let child = cmd.spawn().with_context(|| format!("cannot start {name}"))?;
-        Ok(Proc { name, child, stderr })
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// The last lines the child wrote to stderr, for error messages.
-    pub fn stderr_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.stderr).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
-    }
-
-    fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.try_wait().ok().flatten()
-    }
-
-    /// Waits until `url` answers 200, failing early if the child exits.
-    async fn wait_ready(&mut self, http: &reqwest::Client, url: &str) -> Result<()> {
-        let deadline = Instant::now() + READY_WITHIN;
-        loop {
-            if let Some(status) = self.exited() {
-                bail!(
-                    "{} exited before it was ready ({status}):\n{}",
-                    self.name,
-                    self.stderr_tail()
-                );
-            }
-            if let Ok(res) = http.get(url).timeout(Duration::from_secs(2)).send().await
-                && res.status() == reqwest::StatusCode::OK
-            {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "{} did not answer {url} within {READY_WITHIN:?}:\n{}",
-                    self.name,
-                    self.stderr_tail()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// SIGTERM (a graceful drain), then SIGKILL if it takes too long.
-    pub async fn stop(mut self) {
-        if self.exited().is_some() {
-            return;
-        }
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let deadline = Instant::now() + STOP_WITHIN;
-        while Instant::now() < deadline {
-            if self.exited().is_some() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        eprintln!("warning: {} did not stop within {STOP_WITHIN:?}; killing it", self.name);
-    }
-
-    /// Peak resident set size (`VmHWM`) in KiB, from /proc.
-    pub fn peak_rss_kib(&self) -> Option<u64> {
-        proc_status_kib(self.pid(), "VmHWM:")
-    }
+/// Sets the simulator's answer latency (`POST /__sim/config`).
+pub async fn set_latency(sim: &Sim, min_ms: u64, max_ms: u64) -> Result<()> {
+    sim.configure(&serde_json::json!({"latency_min_ms": min_ms, "latency_max_ms": max_ms}))
+        .await
 }
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if self.exited().is_none() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-    }
-}
-
-/// CPU time (user + system) a process has used so far, in seconds, from
-/// `/proc/<pid>/stat` (`"self"` for this process); clock ticks of 1/100 s.
-pub fn cpu_seconds(pid: &str) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after_name = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) as f64 / 100.0)
-}
-
-fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-}
-
-/// `recarga latcom-sim` on a loopback port.
-pub struct Sim {
-    /// Held for its drop: the simulator dies with the run.
-    _proc: Proc,
-    pub base: String,
-}
-
-impl Sim {
-    pub async fn start(bin: &Path, backend: &Backend, http: &reqwest::Client) -> Result<Sim> {
-        let port = free_port()?;
-        let mut cmd = backend.command(bin);
-        cmd.arg("latcom-sim")
-            .env("LATCOM_SIM_BIND", "127.0.0.1")
-            .env("LATCOM_SIM_PORT", port.to_string())
-            .env("LATCOM_SIM_LATENCY_MS", "1-5")
-            .env("RECARGA_LOG", "warn");
-        let mut proc = Proc::spawn("recarga latcom-sim", cmd, &backend.work, "sim")?;
-        let base = format!("http://127.0.0.1:{port}");
-        proc.wait_ready(http, &format!("{base}/__sim/config")).await?;
-        Ok(Sim { _proc: proc, base })
-    }
-
-    /// Sets the answer latency (`POST /__sim/config`).
-    pub async fn set_latency(&self, http: &reqwest::Client, min_ms: u64, max_ms: u64) -> Result<()> {
-        let res = http
-            .post(format!("{}/__sim/config", self.base))
-            .json(&serde_json::json!({"latency_min_ms": min_ms, "latency_max_ms": max_ms}))
-            .send()
-            .await
-            .context("POST /__sim/config")?;
-        if !res.status().is_success() {
-            bail!("the simulator refused its config: HTTP {}", res.status());
-        }
-        Ok(())
-    }
-
-    /// `GET /__sim/journal`, the ground truth of every call and delivery.
-    pub async fn journal(&self, http: &reqwest::Client) -> Result<Value> {
-        let res = http
-            .get(format!("{}/__sim/journal", self.base))
-            .timeout(Duration::from_secs(120))
-            .send()
-            .await
-            .context("GET /__sim/journal")?;
-        res.json().await.context("the journal is not JSON")
+/// SIGTERM (a graceful drain), then SIGKILL (on drop) if it takes too long.
+pub async fn stop(mut proc: Proc) {
+    if proc.stop(STOP_WITHIN).await.is_none() {
+        eprintln!("warning: {} did not stop within {STOP_WITHIN:?}; killing it", proc.name);
     }
 }
 
@@ -433,17 +246,10 @@ impl Gateway {
         let port = free_port()?;
         let mut cmd = backend.command(bin);
         cmd.arg("serve")
-            .env("PORT", port.to_string())
-            .env("RECARGA_BIND", "127.0.0.1")
             .env("RECARGA_ENV", "development")
             .env("ADMIN_KEY", admin_key)
             .env("RECARGA_DEMO", "false")
-            .env("RECARGA_UPSTREAM", "latcom")
-            .env("LATCOM_BASE_URL", &sim.base)
-            .env("LATCOM_USERNAME", SIM_USER)
-            .env("LATCOM_PASSWORD", SIM_PASS)
-            .env("LATCOM_DIST_API_KEY", SIM_DIST_API)
-            .env("LATCOM_USER_UID", SIM_UID)
+            .envs(sim.gateway_env())
             .env("QUEUE_CONCURRENCY", settings.queue_concurrency.to_string())
             .env("LATCOM_MAX_INFLIGHT", settings.latcom_max_inflight.to_string())
             .env("RECARGA_UPSTREAM_TIMEOUT_S", settings.upstream_timeout_s.to_string())
@@ -455,10 +261,11 @@ impl Gateway {
             .env("RECARGA_COMPAT_TOPUP_PER_MIN", "0")
             .env("RECARGA_COMPAT_API_PER_15MIN", "0")
             .env("RECARGA_LOG", &settings.log);
-        let mut proc = Proc::spawn("recarga serve", cmd, &backend.work, tag)?;
-        let base = format!("http://127.0.0.1:{port}");
-        proc.wait_ready(http, &format!("{base}/health")).await?;
-        Ok(Gateway { proc, base })
+        let gw = recarga_testkit::Gateway::start(cmd, &backend.work, tag, port, http).await?;
+        Ok(Gateway {
+            proc: gw.proc,
+            base: gw.base,
+        })
     }
 
     /// `GET /health`.

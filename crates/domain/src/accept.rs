@@ -144,51 +144,109 @@ pub struct Plan {
     pub accounts: BTreeMap<String, AccountAfter>,
 }
 
+/// The keys seen so far: the priors' and this batch's (request index).
+struct Keys {
+    prior_idem: HashMap<(String, String), usize>,
+    prior_ref: HashMap<(String, String), usize>,
+    planned_idem: HashMap<(String, String), usize>,
+    planned_ref: HashMap<(String, String), usize>,
+}
+
+/// What the keys of a request say before any money is looked at.
+enum KeyMatch {
+    /// Answered already (an existing top-up or an earlier request).
+    Answered(Verdict),
+    /// A new top-up, which takes over the reference key of this FAILED prior, if any.
+    Fresh(Option<usize>),
+}
+
+impl Keys {
+    fn new(priors: &[Prior]) -> Self {
+        let index = |pick: fn(&Prior) -> Option<&String>| {
+            priors
+                .iter()
+                .enumerate()
+                .filter_map(|(i, p)| pick(p).map(|k| ((p.customer_id.clone(), k.clone()), i)))
+                .collect()
+        };
+        Keys {
+            prior_idem: index(|p| p.idem_key.as_ref()),
+            prior_ref: index(|p| p.ref_key.as_ref()),
+            planned_idem: HashMap::new(),
+            planned_ref: HashMap::new(),
+        }
+    }
+
+    /// The idempotency key first, then the reference key.
+    fn check(&self, req: &AcceptRequest, priors: &[Prior]) -> KeyMatch {
+        let pair = |k: &String| (req.customer_id.clone(), k.clone());
+        if let Some(key) = req.idem_key.as_ref().map(pair) {
+            if let Some(&j) = self.planned_idem.get(&key) {
+                return KeyMatch::Answered(Verdict::SameAs(j));
+            }
+            if let Some(&p) = self.prior_idem.get(&key) {
+                return KeyMatch::Answered(Verdict::Existing(p));
+            }
+        }
+        if let Some(key) = req.ref_key.as_ref().map(pair) {
+            if let Some(&j) = self.planned_ref.get(&key) {
+                return KeyMatch::Answered(Verdict::SameAs(j));
+            }
+            if let Some(&p) = self.prior_ref.get(&key) {
+                if priors[p].failed && req.restart_failed {
+                    return KeyMatch::Fresh(Some(p));
+                }
+                return KeyMatch::Answered(Verdict::Existing(p));
+            }
+        }
+        KeyMatch::Fresh(None)
+    }
+
+    fn plan(&mut self, req: &AcceptRequest, i: usize) {
+        if let Some(k) = &req.idem_key {
+            self.planned_idem.insert((req.customer_id.clone(), k.clone()), i);
+        }
+        if let Some(k) = &req.ref_key {
+            self.planned_ref.insert((req.customer_id.clone(), k.clone()), i);
+        }
+    }
+}
+
+/// Why `acc` cannot take `req` now, if it cannot.
+fn refusal(acc: &Account, req: &AcceptRequest) -> Option<Refusal> {
+    if !acc.active {
+        return Some(Refusal::Inactive);
+    }
+    if acc.balance.0 - req.held.0 < -acc.credit_limit.0 {
+        return Some(Refusal::InsufficientFunds {
+            balance: acc.balance,
+            credit_limit: acc.credit_limit,
+            required: req.held,
+        });
+    }
+    acc.daily_limit
+        .filter(|limit| acc.used_24h.0 + req.face_value.0 > limit.0)
+        .map(|limit| Refusal::DailyLimit {
+            limit,
+            used: acc.used_24h,
+            requested: req.face_value,
+        })
+}
+
 /// Decides a batch in arrival order: each request sees what the requests
 /// before it left (balance, daily use, keys).
 pub fn plan_accepts(requests: &[AcceptRequest], accounts: &HashMap<String, Account>, priors: &[Prior]) -> Plan {
-    type Key = (String, String);
-    let index = |pick: fn(&Prior) -> Option<&String>| -> HashMap<Key, usize> {
-        priors
-            .iter()
-            .enumerate()
-            .filter_map(|(i, p)| pick(p).map(|k| ((p.customer_id.clone(), k.clone()), i)))
-            .collect()
-    };
-    let prior_idem = index(|p| p.idem_key.as_ref());
-    let prior_ref = index(|p| p.ref_key.as_ref());
-    let mut planned_idem: HashMap<Key, usize> = HashMap::new();
-    let mut planned_ref: HashMap<Key, usize> = HashMap::new();
+    let mut keys = Keys::new(priors);
     let mut state: HashMap<&str, (Account, i64)> = HashMap::new();
     let mut verdicts = Vec::with_capacity(requests.len());
     for (i, req) in requests.iter().enumerate() {
-        let idem = req.idem_key.as_ref().map(|k| (req.customer_id.clone(), k.clone()));
-        let refk = req.ref_key.as_ref().map(|k| (req.customer_id.clone(), k.clone()));
-        let mut replaces = None;
-        if let Some(key) = &idem {
-            if let Some(&j) = planned_idem.get(key) {
-                verdicts.push(Verdict::SameAs(j));
+        let replaces = match keys.check(req, priors) {
+            KeyMatch::Answered(v) => {
+                verdicts.push(v);
                 continue;
             }
-            if let Some(&p) = prior_idem.get(key) {
-                verdicts.push(Verdict::Existing(p));
-                continue;
-            }
-        }
-        if let Some(key) = &refk {
-            if let Some(&j) = planned_ref.get(key) {
-                verdicts.push(Verdict::SameAs(j));
-                continue;
-            }
-            if let Some(&p) = prior_ref.get(key) {
-                if priors[p].failed && req.restart_failed {
-                    replaces = Some(p);
-                } else {
-                    verdicts.push(Verdict::Existing(p));
-                    continue;
-                }
-            }
-        }
+            KeyMatch::Fresh(replaces) => replaces,
+        };
         let Some(account) = accounts.get(&req.customer_id) else {
             verdicts.push(Verdict::Refused(Refusal::UnknownCustomer));
             continue;
@@ -196,36 +254,14 @@ pub fn plan_accepts(requests: &[AcceptRequest], accounts: &HashMap<String, Accou
         let (acc, holds) = state
             .entry(req.customer_id.as_str())
             .or_insert_with(|| (account.clone(), 0));
-        let refusal = if !acc.active {
-            Some(Refusal::Inactive)
-        } else if acc.balance.0 - req.held.0 < -acc.credit_limit.0 {
-            Some(Refusal::InsufficientFunds {
-                balance: acc.balance,
-                credit_limit: acc.credit_limit,
-                required: req.held,
-            })
-        } else {
-            acc.daily_limit
-                .filter(|limit| acc.used_24h.0 + req.face_value.0 > limit.0)
-                .map(|limit| Refusal::DailyLimit {
-                    limit,
-                    used: acc.used_24h,
-                    requested: req.face_value,
-                })
-        };
-        if let Some(refusal) = refusal {
-            verdicts.push(Verdict::Refused(refusal));
+        if let Some(r) = refusal(acc, req) {
+            verdicts.push(Verdict::Refused(r));
             continue;
         }
         acc.balance = Money(acc.balance.0 - req.held.0);
         acc.used_24h = Money(acc.used_24h.0 + req.face_value.0);
         *holds += 1;
-        if let Some(key) = idem {
-            planned_idem.insert(key, i);
-        }
-        if let Some(key) = refk {
-            planned_ref.insert(key, i);
-        }
+        keys.plan(req, i);
         verdicts.push(Verdict::New {
             balance_after: acc.balance,
             replaces,
@@ -235,13 +271,11 @@ pub fn plan_accepts(requests: &[AcceptRequest], accounts: &HashMap<String, Accou
         .into_iter()
         .filter(|(_, (_, holds))| *holds > 0)
         .map(|(id, (acc, holds))| {
-            (
-                id.to_string(),
-                AccountAfter {
-                    balance: acc.balance,
-                    holds,
-                },
-            )
+            let after = AccountAfter {
+                balance: acc.balance,
+                holds,
+            };
+            (id.to_string(), after)
         })
         .collect();
     Plan { verdicts, accounts }

@@ -48,11 +48,6 @@ impl Msisdn {
         Ok(Msisdn(national))
     }
 
-    /// Re-wraps a value that was validated before it was stored.
-    pub fn from_trusted(stored: String) -> Self {
-        Msisdn(stored)
-    }
-
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -83,6 +78,15 @@ pub fn mask_phone(phone: &str) -> String {
         }
     }
     out
+}
+
+/// Reading a stored phone validates it again: a row can only hold what
+/// [`Msisdn::parse`] accepts.
+impl TryFrom<String> for Msisdn {
+    type Error = MsisdnError;
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        Msisdn::parse(&text)
+    }
 }
 
 impl fmt::Display for Msisdn {

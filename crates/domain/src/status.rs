@@ -52,7 +52,7 @@ impl TopupStatus {
     }
 
     /// Whether `self -> next` is a legal step of the lifecycle.
-    pub fn can_become(self, next: TopupStatus) -> bool {
+    pub const fn can_become(self, next: TopupStatus) -> bool {
         use TopupStatus::*;
         matches!(
             (self, next),

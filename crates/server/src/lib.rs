@@ -1,17 +1,19 @@
-//! The Recarga server: configuration, HTTP API, worker pool, scheduler and the
-//! operator CLI, wired over the `domain`, `store` and `upstream` crates.
+//! The adapters of Recarga: the HTTP API (`/v1` and the compatibility
+//! routes), the pages, the command line, and the wiring that runs them over
+//! the services (`recarga-service`).
 //!
-//! Start at [`app`] (what a process runs), then [`http`] (the API),
-//! [`topups`] (the accept path) and [`worker`] (claim → call → finalise).
+//! Start at [`serve`] (what a process runs) and [`state`] (what it holds),
+//! then [`http`] (the API), [`web`] (the pages) and [`cli`] (the operator
+//! commands). The money path itself is in `recarga-service` and
+//! `recarga-store`; `ARCHITECTURE.md` at the repository root is the map.
 
-pub mod app;
 pub mod cli;
 pub mod config;
 pub mod http;
-pub mod hub;
-pub mod keys;
 pub mod metrics;
+pub mod ratelimit;
 pub mod redis_link;
-pub mod topups;
+pub mod serve;
+pub mod state;
+pub mod views;
 pub mod web;
-pub mod worker;

@@ -1,9 +1,10 @@
 //! `recarga`: thin wiring from the command line to the library.
 
 use clap::Parser;
-use recarga_server::app::{self, App, Roles};
 use recarga_server::cli::{self, Cli, Command};
 use recarga_server::config::RuntimeConfig;
+use recarga_server::serve::{self, Roles};
+use recarga_server::state::{self, App};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> std::process::ExitCode {
@@ -69,7 +70,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         other => {
-            let store = app::open_store(&cli.db).await?;
+            let store = state::open_store(&cli.db).await?;
             let (out, code) = cli::run_operator(store.as_ref(), other).await?;
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(code)
@@ -79,7 +80,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
 
 async fn serve(db: &recarga_server::config::DbConfig, rt: RuntimeConfig, roles: Roles) -> anyhow::Result<i32> {
     rt.validate().map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
-    let store = app::open_store(db).await?;
+    let store = state::open_store(db).await?;
     let demo_key = if roles.http {
         cli::ensure_demo_customer(store.as_ref(), &rt).await?
     } else {
@@ -95,7 +96,7 @@ async fn serve(db: &recarga_server::config::DbConfig, rt: RuntimeConfig, roles: 
     } else {
         None
     };
-    let redis = app::open_redis(db)?;
+    let redis = state::open_redis(db)?;
     let (app, _sim) = App::build(store, rt, redis).await?;
     if app.is_sandbox() {
         let demo_exists = app.config.demo && app.store.get_customer(cli::DEMO_ID).await?.is_some();
@@ -108,7 +109,7 @@ async fn serve(db: &recarga_server::config::DbConfig, rt: RuntimeConfig, roles: 
         tracing::info!("shutdown requested: draining");
         signal.cancel();
     });
-    app::run(app, listener, roles, shutdown).await?;
+    serve::run(app, listener, roles, shutdown).await?;
     Ok(0)
 }
 
@@ -182,7 +183,7 @@ fn print_sandbox_banner(
     println!(
         "  database: {} ({})",
         app.store.engine(),
-        recarga_server::app::redact_url(&db.url())
+        recarga_server::state::redact_url(&db.url())
     );
     if listener.is_some() {
         println!("  listening on http://127.0.0.1:{port}");

@@ -1,21 +1,12 @@
 //! Prometheus metrics at `/metrics`.
 //!
-//! One process-wide recorder (installed on first use). Names, so dashboards
-//! can rely on them:
+//! One process-wide recorder (installed on first use). The money path's
+//! metrics are named in `recarga_service::metrics`; the adapters add:
 //!
 //! | metric | kind | labels |
 //! |---|---|---|
 //! | `recarga_http_request_duration_seconds` | histogram | `route`, `method`, `status` |
-//! | `recarga_topups_accepted_total` | counter | `product` |
-//! | `recarga_topups_finished_total` | counter | `outcome` (success, failed, unknown, retry), `product` |
-//! | `recarga_upstream_call_duration_seconds` | histogram | `provider`, `outcome` |
-//! | `recarga_upstream_outcomes_total` | counter | `provider`, `outcome` (incl. `unknown`, `blocked`) |
-//! | `recarga_upstream_inflight` | gauge | |
-//! | `recarga_upstream_ok` | gauge | 1 when the upstream accepts us (0: IP block, login refused) |
-//! | `recarga_queue_depth` | gauge | `state` |
-//! | `recarga_queue_oldest_pending_seconds` | gauge | |
 //! | `recarga_redis_up` | gauge | |
-//! | `recarga_audit_clean` / `recarga_audit_last_run_timestamp_seconds` | gauge | |
 //!
 //! Recording is a few atomic operations; the bench does not notice it.
 
@@ -59,47 +50,6 @@ pub fn http_request(route: &str, method: &str, status: u16, seconds: f64) {
     .record(seconds);
 }
 
-pub fn topup_accepted(product: &str) {
-    metrics::counter!("recarga_topups_accepted_total", "product" => product.to_string()).increment(1);
-}
-
-pub fn topup_finished(outcome: &'static str, product: &str) {
-    metrics::counter!("recarga_topups_finished_total", "outcome" => outcome, "product" => product.to_string())
-        .increment(1);
-}
-
-pub fn upstream_call(provider: &'static str, outcome: &'static str, seconds: f64) {
-    metrics::histogram!("recarga_upstream_call_duration_seconds", "provider" => provider, "outcome" => outcome)
-        .record(seconds);
-    metrics::counter!("recarga_upstream_outcomes_total", "provider" => provider, "outcome" => outcome).increment(1);
-}
-
-pub fn upstream_inflight(delta: f64) {
-    metrics::gauge!("recarga_upstream_inflight").increment(delta);
-}
-
-pub fn upstream_ok(ok: bool) {
-    metrics::gauge!("recarga_upstream_ok").set(if ok { 1.0 } else { 0.0 });
-}
-
-pub fn queue(counts: &recarga_store::QueueBacklog) {
-    for (state, n) in [
-        ("pending", counts.pending),
-        ("delayed", counts.delayed),
-        ("processing", counts.processing),
-        ("unknown", counts.unknown),
-    ] {
-        metrics::gauge!("recarga_queue_depth", "state" => state).set(n as f64);
-    }
-    let oldest = counts.oldest_pending_ms.unwrap_or(0) as f64 / 1000.0;
-    metrics::gauge!("recarga_queue_oldest_pending_seconds").set(oldest);
-}
-
 pub fn redis_up(up: bool) {
     metrics::gauge!("recarga_redis_up").set(if up { 1.0 } else { 0.0 });
-}
-
-pub fn audit(clean: bool) {
-    metrics::gauge!("recarga_audit_clean").set(if clean { 1.0 } else { 0.0 });
-    metrics::gauge!("recarga_audit_last_run_timestamp_seconds").set(chrono::Utc::now().timestamp() as f64);
 }

@@ -32,38 +32,7 @@ pub struct RedisLink {
     next_probe_ms: std::sync::atomic::AtomicI64,
 }
 
-/// The outcome of one rate-limit hit in a fixed window.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateDecision {
-    pub allowed: bool,
-    pub limit: u64,
-    pub remaining: u64,
-    /// Length of the window (s).
-    pub window_s: u64,
-    /// Seconds until the window resets (at least 1).
-    pub reset_s: u64,
-}
-
-impl RateDecision {
-    /// The decision for the `count`-th request of a window that ends in `reset_s`.
-    pub fn of(count: u64, limit: u64, window_s: u64, reset_s: u64) -> Self {
-        RateDecision {
-            allowed: count <= limit,
-            limit,
-            remaining: limit.saturating_sub(count),
-            window_s,
-            reset_s: reset_s.max(1),
-        }
-    }
-}
-
-/// The window a moment falls in (windows are aligned on the epoch) and the
-/// seconds left in it.
-pub fn window_of(now_s: i64, window_s: u64) -> (i64, u64) {
-    let w = window_s.max(1) as i64;
-    let start = now_s.div_euclid(w) * w;
-    (start, (start + w - now_s) as u64)
-}
+use crate::ratelimit::{RateDecision, window_of};
 
 impl RedisLink {
     /// Connects lazily: the process starts even if Redis is down, degraded.

@@ -41,9 +41,10 @@
 //! `cargo test -p recarga-server --test story -- --seeds 20` (or
 //! `STORY_SEEDS=20`). This target has `harness = false`.
 
+#[path = "it/common/mod.rs"]
 mod common;
 
-use common::procs::{CliRun, Gateway, Rig, Sim, assert_failpoints_compiled, check_books, client, free_port};
+use common::procs::{CliRun, Gateway, Rig, assert_failpoints_compiled, check_books, client, free_port, start_sim};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use recarga_domain::failpoint::SITES;
@@ -177,6 +178,55 @@ struct Figures {
     seconds: BTreeMap<&'static str, f64>,
 }
 
+/// One engine's stories, seed after seed; returns the failed ones' replay lines.
+async fn run_engine(
+    engine: StoryEngine,
+    seeds: Vec<u64>,
+    pg: Option<PathBuf>,
+    redis: Option<RedisDb>,
+    figures: Arc<Mutex<Figures>>,
+    keep_going: bool,
+) -> Vec<String> {
+    let mut failed = Vec::new();
+    let engine_began = Instant::now();
+    let cluster = match engine {
+        StoryEngine::Postgres => Some(Arc::new(PgCluster::start(pg.expect("binaries found")).await)),
+        StoryEngine::Sqlite => None,
+    };
+    for &seed in &seeds {
+        let story_began = Instant::now();
+        let task = tokio::spawn(story(seed, engine, cluster.clone(), redis.clone(), figures.clone()));
+        let outcome = task.await;
+        let replay = format!("STORY_SEED={seed} STORY_ENGINE={}", engine.name());
+        match outcome {
+            Ok(violations) if violations.is_empty() => println!(
+                "story {} seed {seed}: ok in {:.1} s",
+                engine.name(),
+                story_began.elapsed().as_secs_f64()
+            ),
+            Ok(violations) => {
+                eprintln!(
+                    "\nstory FAILED: {replay}\n  {}\n\nreplay: {replay} cargo test -p recarga-server --test story -- --nocapture",
+                    violations.join("\n  ")
+                );
+                failed.push(replay);
+            }
+            Err(e) => {
+                eprintln!(
+                    "\nstory FAILED (panic: {e}): {replay}\nreplay: {replay} cargo test -p recarga-server --test story -- --nocapture"
+                );
+                failed.push(replay);
+            }
+        }
+        if !failed.is_empty() && !keep_going {
+            break;
+        }
+    }
+    let spent = engine_began.elapsed().as_secs_f64();
+    figures.lock().expect("figures").seconds.insert(engine.name(), spent);
+    failed
+}
+
 async fn run_stories(seeds_arg: Option<u64>) -> ExitCode {
     assert_failpoints_compiled();
     let env_u64 = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
@@ -232,54 +282,21 @@ async fn run_stories(seeds_arg: Option<u64>) -> ExitCode {
     let mut failed: Vec<String> = Vec::new();
     let began = Instant::now();
     let figures = Arc::new(Mutex::new(Figures::default()));
+    // The engines run side by side (their stories share nothing: SQLite
+    // files and the private PostgreSQL cluster), the seeds of one engine one
+    // after the other.
+    let mut runs = tokio::task::JoinSet::new();
     for engine in engines {
-        let engine_began = Instant::now();
-        let cluster = match engine {
-            StoryEngine::Postgres => Some(Arc::new(PgCluster::start(pg.clone().expect("binaries found")).await)),
-            StoryEngine::Sqlite => None,
-        };
-        for &seed in &seeds {
-            let story_began = Instant::now();
-            let task = tokio::spawn(story(
-                seed,
-                engine,
-                cluster.clone(),
-                redis.clone().filter(|_| engine == StoryEngine::Postgres),
-                figures.clone(),
-            ));
-            let outcome = task.await;
-            let replay = format!("STORY_SEED={seed} STORY_ENGINE={}", engine.name());
-            match outcome {
-                Ok(violations) if violations.is_empty() => println!(
-                    "story {} seed {seed}: ok in {:.1} s",
-                    engine.name(),
-                    story_began.elapsed().as_secs_f64()
-                ),
-                Ok(violations) => {
-                    eprintln!(
-                        "\nstory FAILED: {replay}\n  {}\n\nreplay: {replay} cargo test -p recarga-server --test story -- --nocapture",
-                        violations.join("\n  ")
-                    );
-                    failed.push(replay);
-                    if !keep_going {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    eprintln!(
-                        "\nstory FAILED (panic: {e}): {replay}\nreplay: {replay} cargo test -p recarga-server --test story -- --nocapture"
-                    );
-                    failed.push(replay);
-                    if !keep_going {
-                        break;
-                    }
-                }
-            }
-        }
-        let spent = engine_began.elapsed().as_secs_f64();
-        figures.lock().expect("figures").seconds.insert(engine.name(), spent);
-        if !failed.is_empty() && !keep_going {
-            break;
+        let seeds = seeds.clone();
+        let redis = redis.clone().filter(|_| engine == StoryEngine::Postgres);
+        let pg = pg.clone();
+        let figures = figures.clone();
+        runs.spawn(async move { run_engine(engine, seeds, pg, redis, figures, keep_going).await });
+    }
+    while let Some(joined) = runs.join_next().await {
+        match joined {
+            Ok(engine_failed) => failed.extend(engine_failed),
+            Err(e) => failed.push(format!("an engine's run panicked: {e}")),
         }
     }
     let f = figures.lock().expect("figures");
@@ -585,7 +602,7 @@ async fn story(
     };
     let sim_config = json!({ "hang_ms": SIM_HANG_MS, "slow_ms": SIM_SLOW_MS });
     let latency = format!("{}-{}", CALM_LATENCY_MS.0, CALM_LATENCY_MS.1);
-    let sim = Sim::start(&work, &latency, Some(&sim_config)).await;
+    let sim = start_sim(&work, &latency, Some(&sim_config)).await;
     let rig = Rig {
         work,
         db_url,
@@ -895,7 +912,7 @@ impl Story {
             67..=74 => {
                 if let Some(mut gw) = self.gateway.take() {
                     if gw.proc.exited().is_none() {
-                        gw.proc.sigkill();
+                        gw.proc.sigkill().expect("SIGKILL");
                         self.figures.lock().expect("figures").kills += 1;
                     } else {
                         self.gateway = Some(gw);
@@ -939,7 +956,7 @@ impl Story {
                     5 => json!({ "ip_blocked": true }),
                     _ => calm_profile(),
                 };
-                self.rig.sim.configure(&profile).await;
+                self.rig.sim.configure(&profile).await.expect("configure the simulator");
                 self.figures.lock().expect("figures").sim_profiles += 1;
             }
             // Let things happen.
@@ -959,11 +976,15 @@ impl Story {
         self.check_gateway().await;
         if self.gateway.as_ref().is_some_and(|g| g.armed.is_some()) {
             let mut gw = self.gateway.take().expect("gateway");
-            gw.proc.sigkill();
+            gw.proc.sigkill().expect("SIGKILL");
             self.check_gateway().await;
             self.start_gateway(None).await;
         }
-        self.rig.sim.configure(&calm_profile()).await;
+        self.rig
+            .sim
+            .configure(&calm_profile())
+            .await
+            .expect("configure the simulator");
         let store = match &self.store {
             Some(s) => s.clone(),
             None => recarga_store::connect(&self.rig.db_url)
@@ -1000,7 +1021,7 @@ impl Story {
         // The books, against the simulator's journal.
         let unresolved = self.cli(&["topup", "unresolved"], None).await;
         assert!(unresolved.ok(), "{tag}: recarga topup unresolved: {unresolved:?}");
-        let journal = self.rig.sim.journal().await;
+        let journal = self.rig.sim.journal().await.expect("journal");
         let ids: Vec<String> = self.customers.iter().map(|(id, _)| id.clone()).collect();
         let books = check_books(store.as_ref(), &ids, &journal, &unresolved.json).await;
         self.violations
@@ -1059,7 +1080,7 @@ impl Story {
                     let id = r.answer["id"].as_str().unwrap_or_default();
                     match &stored {
                         Some(t) if t.id == id => {
-                            let same_body = t.phone.ends_with(r.body["phone"].as_str().unwrap_or("?"))
+                            let same_body = t.phone.as_str().ends_with(r.body["phone"].as_str().unwrap_or("?"))
                                 && r.body["amount"]
                                     .as_str()
                                     .and_then(|a| recarga_domain::Money::parse_decimal(a).ok())
@@ -1089,7 +1110,7 @@ impl Story {
             // A retry of the stored body is never refused as a reused reference.
             if let Some(t) = &stored {
                 for r in reqs.iter().filter(|r| r.answer["code"] == "reference_reused") {
-                    let same = t.phone.ends_with(r.body["phone"].as_str().unwrap_or("?"))
+                    let same = t.phone.as_str().ends_with(r.body["phone"].as_str().unwrap_or("?"))
                         && r.body["amount"]
                             .as_str()
                             .and_then(|a| recarga_domain::Money::parse_decimal(a).ok())

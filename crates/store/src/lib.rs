@@ -5,28 +5,59 @@
 //! transaction that writes the balance and its ledger entry together. No method
 //! ever waits on the network while it holds a transaction.
 //!
-//! Two engines implement it from one body of SQL ([`sql`]): [`PgStore`]
-//! (PostgreSQL, for replicas) and [`SqliteStore`] (embedded, zero setup). The
-//! SQL both understand is shared; the few differences (row locks, `BEGIN
-//! IMMEDIATE`) are parameters. Amounts are `BIGINT` minor units and times are
-//! `BIGINT` milliseconds on both engines, so nothing is lost in translation.
+//! Each aggregate has its own file, its own small trait and one body of SQL
+//! for both engines (a macro each; `common.rs` says what differs):
+//!
+//! | file | trait | what |
+//! |---|---|---|
+//! | `customers.rs` | [`CustomerStore`] | customers and their settings |
+//! | `ledger.rs` | [`LedgerStore`] | operator credits and debits, ledger reads |
+//! | `keys.rs` | [`KeyStore`] | API keys: issued, imported, rotated, revoked |
+//! | `topups.rs`, `accept.rs` | [`TopupStore`] | the accept transaction, top-up reads |
+//! | `queue.rs`, `finish.rs` | [`QueueStore`] | claims, upstream answers, rescue, status checks |
+//! | `settle.rs` | [`SettleStore`] | capture / release, resolving UNKNOWN |
+//! | `audit.rs` | [`AuditStore`] | the ledger invariants |
+//! | `operators.rs` | [`OperatorStore`] | the pages' state: operators, sessions, login throttling, audit rows |
+//! | `ops.rs` | [`OpsStore`] | the pages' read models |
+//!
+//! [`Store`] is all of them. [`PgStore`] (PostgreSQL, for replicas) and
+//! [`SqliteStore`] (embedded, zero setup) implement it. Amounts are `BIGINT`
+//! minor units and times are `BIGINT` milliseconds on both engines, so
+//! nothing is lost in translation.
 
 mod accept;
+mod audit;
+mod common;
+mod customers;
+mod finish;
 pub mod group_commit;
+mod keys;
+mod ledger;
 mod model;
+mod operators;
 mod ops;
 mod pg;
-mod sql;
+mod queue;
+mod settle;
 mod sqlite;
 pub mod testing;
+mod topups;
 #[cfg(test)]
 mod upgrade_tests;
 
+pub use audit::AuditStore;
+pub use customers::CustomerStore;
 pub use group_commit::{AcceptQueue, FinishQueue};
+pub use keys::KeyStore;
+pub use ledger::LedgerStore;
 pub use model::*;
+pub use operators::*;
 pub use ops::*;
 pub use pg::PgStore;
+pub use queue::QueueStore;
+pub use settle::SettleStore;
 pub use sqlite::SqliteStore;
+pub use topups::TopupStore;
 
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -88,101 +119,54 @@ impl StoreError {
     }
 }
 
-/// Everything the gateway asks of its database. See the crate docs.
+/// The database itself: which engine, its schema, whether it answers, and
+/// its change notifications.
 #[async_trait]
-pub trait Store: OpsStore + Send + Sync + 'static {
+pub trait Database {
     /// `"postgres"` or `"sqlite"`.
     fn engine(&self) -> &'static str;
     async fn migrate(&self) -> Result<()>;
     async fn ping(&self) -> Result<()>;
-
-    // Customers and money adjustments.
-    async fn create_customer(&self, new: &NewCustomer, actor: &str) -> Result<Customer>;
-    async fn get_customer(&self, id: &str) -> Result<Option<Customer>>;
-    async fn list_customers(&self) -> Result<Vec<Customer>>;
-    async fn update_customer(&self, id: &str, patch: &CustomerPatch, actor: &str) -> Result<Customer>;
-    /// Operator credit (positive) or debit (negative), with its ledger entry.
-    async fn adjust_balance(&self, adj: &Adjustment) -> Result<LedgerEntry>;
-    async fn ledger(&self, customer_id: &str, limit: i64) -> Result<Vec<LedgerEntry>>;
-
-    // API keys.
-    async fn insert_api_key(&self, key: &NewApiKey, actor: &str) -> Result<()>;
-    /// A key by its prefix or id.
-    async fn find_api_key(&self, prefix: &str) -> Result<Option<ApiKey>>;
-    /// A key and its customer's current row, in one read (every API request).
-    async fn find_caller(&self, prefix: &str) -> Result<Option<(ApiKey, Customer)>>;
-    /// An imported key (any string) of `customer_id` by its digest, with the customer.
-    async fn find_imported_caller(&self, customer_id: &str, digest: &str) -> Result<Option<(ApiKey, Customer)>>;
-    /// Every key (any customer) with this digest: an imported key may repeat.
-    async fn keys_with_digest(&self, digest: &str) -> Result<Vec<ApiKey>>;
-    /// Records that a key was used (at most one write a minute per key).
-    async fn touch_api_key(&self, key_id: &str, at: i64) -> Result<()>;
-    /// Issues `successor` and retires the key `old_id` (id or prefix) at
-    /// `old_expires_at`; returns the old key as retired.
-    async fn rotate_api_key(
-        &self,
-        old_id: &str,
-        successor: &NewApiKey,
-        old_expires_at: i64,
-        actor: &str,
-    ) -> Result<ApiKey>;
-    async fn list_api_keys(&self, customer_id: &str) -> Result<Vec<ApiKey>>;
-    async fn revoke_api_key(&self, key_id: &str, actor: &str) -> Result<ApiKey>;
-
-    // Top-ups.
-    /// The accept transaction for several requests at once (group commit):
-    /// for each, in order, idempotency + row + hold + balance, or the existing
-    /// top-up for its `(customer, reference)`, or its own refusal
-    /// (insufficient funds, daily limit, inactive, unknown customer). One DB
-    /// transaction and one commit for the whole batch; an `Err` for the batch
-    /// means nothing was written.
-    async fn accept_topups(&self, batch: &[NewTopup]) -> Result<Vec<Result<Accepted>>>;
-    /// [`Store::accept_topups`] for one request.
-    async fn accept_topup(&self, new: &NewTopup) -> Result<Accepted> {
-        self.accept_topups(std::slice::from_ref(new))
-            .await?
-            .pop()
-            .unwrap_or_else(|| Err(StoreError::WrongState("no answer for the request".into())))
-    }
-    async fn get_topup(&self, id: &str) -> Result<Option<Topup>>;
-    async fn find_topup_by_reference(&self, customer_id: &str, reference: &str) -> Result<Option<Topup>>;
-    async fn list_topups(&self, filter: &TopupFilter) -> Result<Vec<Topup>>;
-    async fn exchanges(&self, topup_id: &str) -> Result<Vec<Exchange>>;
-    async fn events(&self, topup_id: &str) -> Result<Vec<TopupEvent>>;
-
-    // The queue.
-    /// PENDING → PROCESSING for up to `limit` due rows, leased to `owner`.
-    async fn claim_pending(&self, owner: &str, lease_ms: i64, limit: i64) -> Result<Vec<Topup>>;
-    /// Several finished attempts in one transaction (group commit), each
-    /// applied as [`Store::finish_attempt`] would; an `Err` writes nothing.
-    async fn finish_attempts(&self, batch: &[Finish]) -> Result<Vec<Result<Option<Topup>>>>;
-    /// Records one upstream attempt and applies its outcome, guarded by the
-    /// lease (or by UNKNOWN, when a rescuer got there first).
-    async fn finish_attempt(&self, finish: &Finish) -> Result<Option<Topup>> {
-        self.finish_attempts(std::slice::from_ref(finish))
-            .await?
-            .pop()
-            .unwrap_or_else(|| Err(StoreError::WrongState("no answer for the attempt".into())))
-    }
-    /// PROCESSING rows whose lease expired become UNKNOWN (never resent).
-    async fn rescue_expired(&self, check_deadline_ms: i64) -> Result<Vec<String>>;
-    /// UNKNOWN rows due for a status query; pushes their next check by `hold_ms`.
-    async fn claim_status_checks(&self, hold_ms: i64, limit: i64) -> Result<Vec<Topup>>;
-    /// Records a status query that settled nothing and schedules the next one.
-    async fn record_check(&self, topup_id: &str, exchange: &NewExchange, next_check_at: i64) -> Result<()>;
-    /// UNKNOWN → SUCCESS | FAILED, by status query or operator.
-    async fn resolve_unknown(&self, resolution: &Resolution) -> Result<Topup>;
-    async fn list_unknown(&self) -> Result<Vec<Topup>>;
-    async fn queue_counts(&self) -> Result<QueueCounts>;
-    /// PENDING / PROCESSING / UNKNOWN counts only, from partial indexes.
-    async fn queue_backlog(&self) -> Result<QueueBacklog>;
-
     /// Changes made by any process (PostgreSQL `LISTEN/NOTIFY`), or `None`
     /// where the engine cannot tell (SQLite: callers poll).
     async fn subscribe(&self) -> Result<Option<tokio::sync::mpsc::Receiver<StoreEvent>>>;
+}
 
-    /// Every ledger invariant, checked in the database.
-    async fn audit(&self) -> Result<AuditReport>;
+/// Everything the gateway asks of its database, one small trait per
+/// aggregate (see the crate docs). Both engines implement every one, so an
+/// `Arc<dyn Store>` answers them all.
+pub trait Store:
+    Database
+    + CustomerStore
+    + LedgerStore
+    + KeyStore
+    + TopupStore
+    + QueueStore
+    + SettleStore
+    + AuditStore
+    + OperatorStore
+    + OpsStore
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<T> Store for T where
+    T: Database
+        + CustomerStore
+        + LedgerStore
+        + KeyStore
+        + TopupStore
+        + QueueStore
+        + SettleStore
+        + AuditStore
+        + OperatorStore
+        + OpsStore
+        + Send
+        + Sync
+        + 'static
+{
 }
 
 /// Opens the store named by `database_url` (`postgres://…`, `sqlite://…` or a

@@ -1,6 +1,9 @@
 //! Rows and commands of the store, typed with the domain's newtypes.
 
-use recarga_domain::{CatalogueRule, Currency, Money, ReferencePolicy, TopupStatus};
+pub use recarga_domain::{AttemptOutcome, FinalOutcome};
+use recarga_domain::{
+    CatalogueRule, Currency, ExchangeKind, ExchangeOutcome, LedgerKind, Money, Msisdn, ReferencePolicy, TopupStatus,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
@@ -116,7 +119,8 @@ pub struct LedgerEntry {
     pub id: i64,
     pub customer_id: String,
     pub topup_id: Option<String>,
-    pub kind: String,
+    #[sqlx(try_from = "String")]
+    pub kind: LedgerKind,
     #[sqlx(try_from = "i64")]
     pub amount: Money,
     #[sqlx(try_from = "i64")]
@@ -223,7 +227,7 @@ pub struct NewTopup {
     /// A FAILED top-up holding `ref_key` may be started anew (compatibility routes).
     pub restart_failed: bool,
     pub request_hash: String,
-    pub phone: String,
+    pub phone: Msisdn,
     pub face_value: Money,
     pub product_id: String,
     pub amount_sent: Money,
@@ -254,7 +258,8 @@ pub struct Topup {
     pub reference: String,
     #[serde(skip)]
     pub request_hash: String,
-    pub phone: String,
+    #[sqlx(try_from = "String")]
+    pub phone: Msisdn,
     #[sqlx(try_from = "i64")]
     pub face_value: Money,
     pub product_id: String,
@@ -316,16 +321,14 @@ pub struct TopupFilter {
 }
 
 /// One request/response with the upstream, kept for disputes.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct NewExchange {
-    /// `"topup"` or `"status"`.
-    pub kind: &'static str,
+    pub kind: ExchangeKind,
     pub provider: String,
     pub request: Option<String>,
     pub response: Option<String>,
     pub http_status: Option<i64>,
-    /// `"success"`, `"failed"`, `"unknown"`, `"not_sent"`.
-    pub outcome: &'static str,
+    pub outcome: ExchangeOutcome,
     pub detail: Option<String>,
     pub trans_id: Option<String>,
     pub ven_transid: Option<String>,
@@ -333,16 +336,37 @@ pub struct NewExchange {
     pub ended_at: i64,
 }
 
+impl NewExchange {
+    /// An exchange with nothing recorded yet but what it was and how it ended.
+    pub fn new(kind: ExchangeKind, provider: &str, outcome: ExchangeOutcome) -> Self {
+        NewExchange {
+            kind,
+            provider: provider.to_string(),
+            request: None,
+            response: None,
+            http_status: None,
+            outcome,
+            detail: None,
+            trans_id: None,
+            ven_transid: None,
+            started_at: 0,
+            ended_at: 0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct Exchange {
     pub id: i64,
     pub topup_id: String,
-    pub kind: String,
+    #[sqlx(try_from = "String")]
+    pub kind: ExchangeKind,
     pub provider: String,
     pub request: Option<String>,
     pub response: Option<String>,
     pub http_status: Option<i64>,
-    pub outcome: String,
+    #[sqlx(try_from = "String")]
+    pub outcome: ExchangeOutcome,
     pub detail: Option<String>,
     pub trans_id: Option<String>,
     pub ven_transid: Option<String>,
@@ -361,33 +385,6 @@ pub struct TopupEvent {
     pub created_at: i64,
 }
 
-/// What one upstream attempt decided.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AttemptOutcome {
-    Success {
-        trans_id: Option<String>,
-        ven_transid: Option<String>,
-    },
-    /// A definite failure: the hold is released.
-    Failed { code: String, message: String },
-    /// Provably never sent: back to PENDING at `next_attempt_at`. When
-    /// `count_attempt` is false (the upstream refused us before anything was
-    /// sent, e.g. an IP block) the attempt is not counted against the limit.
-    Retry {
-        next_attempt_at: i64,
-        reason: String,
-        count_attempt: bool,
-    },
-    /// No definite answer: kept, checked by status query from `next_check_at`
-    /// until `check_deadline`.
-    Unknown {
-        reason: String,
-        trans_id: Option<String>,
-        next_check_at: i64,
-        check_deadline: i64,
-    },
-}
-
 #[derive(Debug, Clone)]
 pub struct Finish {
     pub topup_id: String,
@@ -396,13 +393,6 @@ pub struct Finish {
     pub lease_owner: String,
     pub outcome: AttemptOutcome,
     pub exchange: NewExchange,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FinalOutcome {
-    Success,
-    Failed,
 }
 
 #[derive(Debug, Clone)]

@@ -81,15 +81,42 @@ impl PgStore {
     }
 }
 
-crate::sql::impl_store!(
+#[async_trait::async_trait]
+impl crate::Database for PgStore {
+    fn engine(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn migrate(&self) -> crate::Result<()> {
+        Self::MIGRATOR.run(self.write_pool()).await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> crate::Result<()> {
+        sqlx::query("SELECT 1").execute(self.read()).await?;
+        Ok(())
+    }
+
+    async fn subscribe(&self) -> crate::Result<Option<tokio::sync::mpsc::Receiver<crate::StoreEvent>>> {
+        self.subscribe_events().await
+    }
+}
+
+crate::common::impl_common!(
     PgStore,
     Postgres,
     sqlx::PgConnection,
-    engine = "postgres",
     for_update = "FOR UPDATE",
-    skip_locked = "FOR UPDATE SKIP LOCKED",
     notify = "SELECT pg_notify(CASE WHEN $1 = '' THEN 'recarga_work' ELSE 'recarga_topup' END, $1)"
 );
-
-crate::ops::impl_ops!(PgStore, Postgres);
+crate::customers::impl_customers!(PgStore, for_update = "FOR UPDATE");
+crate::ledger::impl_ledger!(PgStore);
+crate::keys::impl_keys!(PgStore, for_update = "FOR UPDATE");
+crate::topups::impl_topups!(PgStore, Postgres);
 crate::accept::impl_accept_io!(PgStore, Postgres, sqlx::PgConnection, for_update = "FOR UPDATE");
+crate::queue::impl_queue!(PgStore, sqlx::PgConnection, skip_locked = "FOR UPDATE SKIP LOCKED");
+crate::finish::impl_finish!(PgStore, sqlx::PgConnection);
+crate::settle::impl_settle!(PgStore, sqlx::PgConnection);
+crate::audit::impl_audit!(PgStore);
+crate::operators::impl_operators!(PgStore, Postgres);
+crate::ops::impl_ops!(PgStore, Postgres);

@@ -71,15 +71,42 @@ impl SqliteStore {
     }
 }
 
-crate::sql::impl_store!(
+#[async_trait::async_trait]
+impl crate::Database for SqliteStore {
+    fn engine(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn migrate(&self) -> crate::Result<()> {
+        Self::MIGRATOR.run(self.write_pool()).await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> crate::Result<()> {
+        sqlx::query("SELECT 1").execute(self.read()).await?;
+        Ok(())
+    }
+
+    async fn subscribe(&self) -> crate::Result<Option<tokio::sync::mpsc::Receiver<crate::StoreEvent>>> {
+        self.subscribe_events().await
+    }
+}
+
+crate::common::impl_common!(
     SqliteStore,
     Sqlite,
     sqlx::SqliteConnection,
-    engine = "sqlite",
     for_update = "",
-    skip_locked = "",
     notify = ""
 );
-
-crate::ops::impl_ops!(SqliteStore, Sqlite);
+crate::customers::impl_customers!(SqliteStore, for_update = "");
+crate::ledger::impl_ledger!(SqliteStore);
+crate::keys::impl_keys!(SqliteStore, for_update = "");
+crate::topups::impl_topups!(SqliteStore, Sqlite);
 crate::accept::impl_accept_io!(SqliteStore, Sqlite, sqlx::SqliteConnection, for_update = "");
+crate::queue::impl_queue!(SqliteStore, sqlx::SqliteConnection, skip_locked = "");
+crate::finish::impl_finish!(SqliteStore, sqlx::SqliteConnection);
+crate::settle::impl_settle!(SqliteStore, sqlx::SqliteConnection);
+crate::audit::impl_audit!(SqliteStore);
+crate::operators::impl_operators!(SqliteStore, Sqlite);
+crate::ops::impl_ops!(SqliteStore, Sqlite);

@@ -6,7 +6,7 @@
 //! `recarga_t_…`, so tests never see each other's rows. If the variable is set
 //! and the server cannot be reached, that is a failure, never a skip.
 
-use crate::{PgStore, SqliteStore, Store};
+use crate::{Database, PgStore, SqliteStore, Store};
 use std::path::PathBuf;
 use std::sync::Arc;
 

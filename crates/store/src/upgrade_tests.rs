@@ -2,7 +2,7 @@
 //! rewrites a table (0008 rebuilds `topups` on SQLite) keeps every row, its
 //! foreign keys and the ledger's append-only rule.
 
-use crate::{PgStore, SqliteStore, Store};
+use crate::{Database, PgStore, SqliteStore, Store};
 
 /// Rows as a database at migration 0007 held them.
 const OLD_ROWS: &str = "
@@ -63,7 +63,11 @@ async fn sqlite_rebuild_keeps_rows_and_keys() {
 #[tokio::test]
 async fn postgres_upgrade_keeps_rows_and_keys() {
     let Ok(admin_url) = std::env::var("TEST_DATABASE_URL") else {
-        eprintln!("skipped: postgres_upgrade_keeps_rows_and_keys needs TEST_DATABASE_URL");
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped: postgres_upgrade_keeps_rows_and_keys: needs TEST_DATABASE_URL"
+        );
         return;
     };
     let name = format!("{}{}", crate::testing::TEST_DB_PREFIX, uuid::Uuid::now_v7().simple());

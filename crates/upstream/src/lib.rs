@@ -28,24 +28,9 @@ pub struct TopupRequest {
     pub amount_sent: Money,
 }
 
-/// A provider's answer to one top-up call, classified for safety.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// The provider confirmed the delivery.
-    Success {
-        trans_id: Option<String>,
-        ven_transid: Option<String>,
-    },
-    /// The provider definitely did not deliver (it said so).
-    Failed { code: String, message: String },
-    /// The request provably never reached the provider: resending is safe.
-    NotSent { reason: String },
-    /// No definite answer: it may or may not have been delivered.
-    Unknown { reason: String, trans_id: Option<String> },
-    /// The upstream refuses us before any top-up is processed (IP not on the
-    /// allow-list, login rejected): nothing was sent, submission pauses.
-    Blocked { reason: String },
-}
+/// The classified answers: defined with the pure decisions that consume
+/// them (`recarga_domain::attempt`), re-exported here for the adapters.
+pub use recarga_domain::{Outcome, StatusAnswer};
 
 /// What `/health` and the worker know about an upstream.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -80,23 +65,6 @@ impl ProviderHealth {
             detail: detail.into(),
         }
     }
-}
-
-/// A provider's answer to a status query about an earlier top-up.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StatusAnswer {
-    Delivered {
-        trans_id: Option<String>,
-        ven_transid: Option<String>,
-    },
-    NotDelivered {
-        code: String,
-        message: String,
-    },
-    /// Not found, unrecognised or unreachable: nothing is decided.
-    StillUnknown {
-        reason: String,
-    },
 }
 
 /// The record of one request/response, kept for disputes.

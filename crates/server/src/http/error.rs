@@ -6,6 +6,8 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use recarga_service::ServiceError;
+use recarga_store::StoreError;
 use serde_json::Value;
 
 /// `(code, HTTP status, meaning)` for every error the API can return.
@@ -255,21 +257,44 @@ impl ApiError {
     }
 }
 
-impl From<recarga_store::StoreError> for ApiError {
-    fn from(err: recarga_store::StoreError) -> Self {
-        use recarga_store::StoreError as E;
+impl From<ServiceError> for ApiError {
+    fn from(err: ServiceError) -> Self {
+        use ServiceError as E;
         match err {
+            E::Invalid { field, message } => ApiError::new("invalid_field", format!("{field}: {message}")),
             E::NotFound => ApiError::not_found(),
-            E::InsufficientFunds => ApiError::new("insufficient_funds", "insufficient funds"),
-            E::DailyLimitExceeded => ApiError::new("daily_limit_exceeded", "rolling 24 h limit exceeded"),
-            E::CustomerInactive => ApiError::new("customer_inactive", "the customer account is inactive"),
+            E::BelowMinimum(min) => ApiError::new("amount_below_minimum", format!("the minimum top-up is {min} MXN")),
+            E::AboveMaximum(max) => ApiError::new("amount_above_maximum", format!("the maximum top-up is {max} MXN")),
+            E::NotAvailable(products) => {
+                let allowed: Vec<_> = products.iter().map(crate::views::product_json).collect();
+                ApiError::new("amount_not_available", "no product delivers exactly this amount")
+                    .with_details(serde_json::json!({ "allowed": allowed }))
+            }
+            E::ReferenceReused { transaction_id } => ApiError::new(
+                "reference_reused",
+                "this reference was already used with a different phone or amount",
+            )
+            .with_details(serde_json::json!({ "transaction_id": transaction_id })),
+            E::InFlight { transaction_id } => ApiError::new(
+                "request_in_flight",
+                "a synchronous request with this reference is still waiting; retry after it answers",
+            )
+            .with_details(serde_json::json!({ "transaction_id": transaction_id })),
             E::Refused(refusal) => ApiError::refused(&refusal),
-            e if e.is_unavailable() => {
-                tracing::error!(error = %e, "database unavailable");
+            E::InsufficientFunds => ApiError::new("insufficient_funds", "insufficient funds"),
+            E::Unavailable(cause) => {
+                tracing::error!(error = %cause, "database unavailable");
                 ApiError::new("unavailable", "temporarily unavailable, retry with the same reference")
             }
-            other => ApiError::internal(other),
+            other @ (E::AlreadyExists(_) | E::Rule(_) | E::WrongState(_) | E::Internal(_)) => ApiError::internal(other),
         }
+    }
+}
+
+/// Reads go to the store directly; its errors mean what the service's do.
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        ServiceError::from(err).into()
     }
 }
 

@@ -8,12 +8,12 @@
 //! - [`PreferWait`]: `Prefer: wait=N`, capped at 30 s.
 
 use super::error::ApiError;
-use crate::app::App;
-use crate::keys;
+use crate::state::App;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
+use recarga_service::keys;
 use recarga_store::{ApiKey, Customer};
 use serde::de::DeserializeOwned;
 use std::net::IpAddr;

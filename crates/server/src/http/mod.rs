@@ -2,14 +2,16 @@
 //! and the middleware every route shares (request id, error rendering, body
 //! limit, panic catching, tracing).
 
+pub mod body;
 pub mod compat;
 pub mod error;
 pub mod extract;
 pub mod openapi;
+pub mod schema;
+pub mod shapes;
 pub mod v1;
-pub mod views;
 
-use crate::app::App;
+use crate::state::App;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderName, StatusCode};
 use axum::middleware::{self, Next};
@@ -131,8 +133,8 @@ async fn render_errors(req: Request, next: Next) -> Response {
     operation_id = "health",
     tag = "operations",
     responses(
-        (status = 200, description = "The database answers (`status` is `DEGRADED` when the upstream or Redis does not).", body = openapi::shapes::Health),
-        (status = 503, description = "The database does not answer.", body = openapi::shapes::Health),
+        (status = 200, description = "The database answers (`status` is `DEGRADED` when the upstream or Redis does not).", body = shapes::Health),
+        (status = 503, description = "The database does not answer.", body = shapes::Health),
     ),
 )]
 async fn health(State(app): State<App>) -> Response {
@@ -163,7 +165,7 @@ async fn health(State(app): State<App>) -> Response {
     });
     let body = serde_json::json!({
         "status": if degraded { "DEGRADED" } else { "OK" },
-        "timestamp": views::iso(recarga_store::now_ms()),
+        "timestamp": crate::views::iso(recarga_store::now_ms()),
         "uptime": app.started.elapsed().as_secs_f64().floor(),
         "mode": if production { "PRODUCTION" } else { "TEST_MODE" },
         "instance": {
@@ -230,7 +232,7 @@ fn rss_mb() -> u64 {
     operation_id = "adminTopup",
     tag = "operations",
     params(("id" = String, Path, description = "Our transaction id (RLR…).")),
-    responses((status = 200, description = "The top-up, its events and its upstream exchanges.", body = openapi::shapes::AdminTopup)),
+    responses((status = 200, description = "The top-up, its events and its upstream exchanges.", body = shapes::AdminTopup)),
     security(("adminKey" = [])),
 )]
 async fn admin_topup(
@@ -255,8 +257,8 @@ async fn admin_topup(
                 "response": e.response,
                 "upstream_transaction_id": e.trans_id,
                 "carrier_transaction_id": e.ven_transid,
-                "started_at": views::iso(e.started_at),
-                "ended_at": views::iso(e.ended_at),
+                "started_at": crate::views::iso(e.started_at),
+                "ended_at": crate::views::iso(e.ended_at),
                 "latency_ms": e.ended_at - e.started_at,
             })
         })
@@ -272,13 +274,13 @@ async fn admin_topup(
                 "to": e.to_status,
                 "actor": e.actor,
                 "reason": e.reason,
-                "at": views::iso(e.created_at),
+                "at": crate::views::iso(e.created_at),
             })
         })
         .collect();
     Ok(Json(serde_json::json!({
         "customer_id": topup.customer_id,
-        "topup": views::TopupView::from(&topup),
+        "topup": crate::views::TopupView::from(&topup),
         "events": events,
         "exchanges": exchanges,
     })))
@@ -291,7 +293,7 @@ async fn admin_topup(
     path = "/api/queue/stats",
     operation_id = "queueStats",
     tag = "operations",
-    responses((status = 200, description = "Queue counts.", body = openapi::shapes::QueueStats)),
+    responses((status = 200, description = "Queue counts.", body = shapes::QueueStats)),
     security(("adminKey" = [])),
 )]
 async fn queue_stats(State(app): State<App>, _admin: extract::Admin) -> Result<Json<serde_json::Value>, ApiError> {

@@ -8,17 +8,18 @@
 //! | `GET /v1/balance` | the caller's balance |
 //! | `GET /v1/products` | what the caller may buy |
 
+use super::body::{TopupBody, idempotency_key};
 use super::error::ApiError;
 use super::extract::{Caller, JsonBody, PreferWait};
-use super::views::{BalanceView, TopupView};
-use crate::app::App;
-use crate::topups::{self, TopupBody};
+use crate::state::App;
+use crate::views::{BalanceView, TopupView};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use recarga_domain::{Msisdn, TopupStatus};
+use recarga_service::accept::{self, Door, Requester};
 use recarga_store::TopupFilter;
 use std::collections::HashMap;
 
@@ -79,8 +80,12 @@ async fn create_topup(
     JsonBody(body): JsonBody<TopupBody>,
 ) -> Result<Response, ApiError> {
     let mut input = body.validate()?;
-    input.idempotency_key = topups::idempotency_key(&headers)?;
-    let submitted = topups::submit(&app, &caller, input, wait, topups::Door::V1).await?;
+    input.idempotency_key = idempotency_key(&headers)?;
+    let who = Requester {
+        customer: &caller.customer,
+        request_id: caller.request_id.as_deref(),
+    };
+    let submitted = accept::submit(&app.svc, who, input, wait, Door::V1).await?;
     let mut response = (
         status_code_for(submitted.topup.status),
         Json(TopupView::from(&submitted.topup)),
@@ -144,7 +149,7 @@ pub const LIST_LIMIT_MAX: i64 = 500;
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "Page size, 1-500 (default 50)."),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page."),
     ),
-    responses((status = 200, description = "One page of top-ups.", body = super::openapi::shapes::TopupList)),
+    responses((status = 200, description = "One page of top-ups.", body = super::shapes::TopupList)),
     security(("bearer" = []), ("apiKey" = []), ("apiKey" = [], "customerId" = [])),
 )]
 async fn list_topups(
@@ -213,7 +218,7 @@ async fn balance(caller: Caller) -> Json<BalanceView> {
     path = "/v1/products",
     operation_id = "listProducts",
     tag = "v1",
-    responses((status = 200, description = "The caller's products.", body = super::openapi::shapes::ProductList)),
+    responses((status = 200, description = "The caller's products.", body = super::shapes::ProductList)),
     security(("bearer" = []), ("apiKey" = []), ("apiKey" = [], "customerId" = [])),
 )]
 async fn products(caller: Caller) -> Json<serde_json::Value> {
@@ -222,7 +227,7 @@ async fn products(caller: Caller) -> Json<serde_json::Value> {
         .catalogue
         .products()
         .iter()
-        .map(super::views::product_json)
+        .map(crate::views::product_json)
         .collect();
     Json(serde_json::json!({ "data": products }))
 }

@@ -17,8 +17,7 @@
 //!   remembers the key's prefix, and revoking the key ends the session.
 
 use super::WebError;
-use crate::app::App;
-use crate::keys;
+use crate::state::App;
 use askama::Template;
 use axum::Router;
 use axum::extract::{Form, FromRequestParts, Query, State};
@@ -27,6 +26,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use hmac::{KeyInit, Mac};
+use recarga_service::{keys, operators};
 use recarga_store::{LockoutPolicy, WebSession};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -41,9 +41,6 @@ pub const LOGIN_FORM_TTL_S: u64 = 3_600;
 /// The break-glass login name (its password is `ADMIN_KEY`).
 pub const BREAK_GLASS_LOGIN: &str = "admin";
 pub const BREAK_GLASS_ACTOR: &str = "break-glass";
-/// Shortest operator password accepted.
-pub const PASSWORD_MIN_LEN: usize = 12;
-
 /// Five failures within an hour lock the name for 30 s, doubling up to 1 h.
 pub const LOCKOUT: LockoutPolicy = LockoutPolicy {
     threshold: 5,
@@ -147,36 +144,11 @@ fn same(a: &str, b: &str) -> bool {
 
 // ---------------------------------------------------------------- passwords
 
-/// An argon2id PHC string for `password`.
-pub fn hash_password(password: &str) -> Result<String, String> {
-    use argon2::password_hash::PasswordHasher;
-    argon2::Argon2::default()
-        .hash_password(password.as_bytes())
-        .map(|h| h.to_string())
-        .map_err(|e| format!("cannot hash the password: {e}"))
-}
-
-/// Whether `password` matches the PHC string `stored`.
-pub fn verify_password(password: &str, stored: &str) -> bool {
-    use argon2::password_hash::{PasswordVerifier, phc::PasswordHash};
-    match PasswordHash::new(stored) {
-        Ok(parsed) => argon2::Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok(),
-        Err(_) => false,
-    }
-}
-
 /// A hash to verify against when the login name does not exist, so an
 /// unknown name costs the same time as a wrong password.
 fn decoy_hash() -> &'static str {
     static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    DECOY.get_or_init(|| hash_password(&random_hex(16)).unwrap_or_default())
-}
-
-/// A new random operator password (shown once).
-pub fn generate_password() -> String {
-    random_hex(12)
+    DECOY.get_or_init(|| operators::hash_password(&random_hex(16)).unwrap_or_default())
 }
 
 // ---------------------------------------------------------------- sessions
@@ -512,7 +484,7 @@ async fn admin_login(
             .map(|o| o.password_hash.clone())
             .unwrap_or_else(|| decoy_hash().to_string());
         let password = form.password.clone();
-        let matches = tokio::task::spawn_blocking(move || verify_password(&password, &stored))
+        let matches = tokio::task::spawn_blocking(move || operators::verify_password(&password, &stored))
             .await
             .unwrap_or(false);
         match account.filter(|o| o.active && matches) {
@@ -669,15 +641,6 @@ async fn dashboard_logout(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_hash_and_verify() {
-        let h = hash_password("correct horse battery").expect("hash");
-        assert!(h.starts_with("$argon2id$"));
-        assert!(verify_password("correct horse battery", &h));
-        assert!(!verify_password("correct horse battery!", &h));
-        assert!(!verify_password("x", "not a hash"));
-    }
 
     #[test]
     fn next_stays_on_this_site() {

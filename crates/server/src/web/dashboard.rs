@@ -11,7 +11,7 @@ use super::admin::{TxQuery, today_start_ms};
 use super::auth::CustomerSession;
 use super::queue::wait_for_change;
 use super::{TopupRow, WebError, money, render, when};
-use crate::app::App;
+use crate::state::App;
 use askama::Template;
 use axum::Router;
 use axum::extract::{Path, Query, State};

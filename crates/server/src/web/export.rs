@@ -7,8 +7,8 @@
 //! reconciliation is there (ours, the customer's reference, Latcom's
 //! `transId`, the carrier's `venTransid`).
 
-use crate::app::App;
-use crate::http::views::iso;
+use crate::state::App;
+use crate::views::iso;
 use axum::body::{Body, Bytes};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};

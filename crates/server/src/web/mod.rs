@@ -21,7 +21,7 @@ pub mod dashboard;
 pub mod export;
 pub mod queue;
 
-use crate::app::App;
+use crate::state::App;
 use askama::Template;
 use axum::Router;
 use axum::extract::Path;
@@ -29,9 +29,10 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use recarga_domain::Money;
+use recarga_service::ServiceError;
 use recarga_store::StoreError;
 
-/// State the pages share within a process.
+/// State the pages share within a process (an extension of the page routes).
 #[derive(Default)]
 pub struct PagesState {
     /// The latest `/queue` reading and when it was taken: every viewer's push
@@ -50,6 +51,7 @@ pub fn routes() -> Router<App> {
         .route("/assets/{*path}", get(asset))
         .route("/admin/{*rest}", get(not_found_page))
         .route("/dashboard/{*rest}", get(not_found_page))
+        .layer(axum::Extension(std::sync::Arc::new(PagesState::default())))
         .layer(axum::middleware::map_response(security_headers))
 }
 
@@ -148,41 +150,56 @@ impl WebError {
     }
 }
 
-impl From<StoreError> for WebError {
-    fn from(e: StoreError) -> Self {
+impl From<ServiceError> for WebError {
+    fn from(e: ServiceError) -> Self {
+        use ServiceError as E;
         match e {
-            StoreError::NotFound => WebError::not_found(),
-            StoreError::InsufficientFunds => WebError::new(
+            E::NotFound => WebError::not_found(),
+            E::Invalid { message, .. } => WebError::bad_input(format!("{}.", capitalized(&message))),
+            E::InsufficientFunds => WebError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "Insufficient funds",
                 "The balance plus credit limit does not cover this debit; nothing was changed.",
             ),
-            StoreError::DailyLimitExceeded => WebError::bad_input("The rolling 24 h limit would be exceeded."),
-            StoreError::CustomerInactive => WebError::bad_input("The customer is inactive."),
-            StoreError::AlreadyExists(what) => WebError::new(
+            E::AlreadyExists(what) => WebError::new(
                 StatusCode::CONFLICT,
                 "Already exists",
                 format!("{what} already exists."),
             ),
-            StoreError::Constraint(why) => WebError::bad_input(format!("Refused: {why}. Nothing was changed.")),
-            StoreError::WrongState(why) => WebError::new(
+            E::Rule(why) => WebError::bad_input(format!("Refused: {why}. Nothing was changed.")),
+            E::WrongState(why) => WebError::new(
                 StatusCode::CONFLICT,
                 "Changed meanwhile",
                 format!("{why}. Reload the page to see the current state."),
             ),
+            E::Unavailable(cause) => {
+                tracing::error!(error = %cause, "page: database unavailable");
+                WebError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Database busy",
+                    "The database did not answer in time; nothing was changed. Try again.",
+                )
+            }
             other => {
-                tracing::error!(error = %other, "page: store error");
-                if other.is_unavailable() {
-                    WebError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "Database busy",
-                        "The database did not answer in time; nothing was changed. Try again.",
-                    )
-                } else {
-                    WebError::internal()
-                }
+                tracing::error!(error = %other, "page: service error");
+                WebError::internal()
             }
         }
+    }
+}
+
+/// Reads go to the store directly; its errors mean what the service's do.
+impl From<StoreError> for WebError {
+    fn from(e: StoreError) -> Self {
+        ServiceError::from(e).into()
+    }
+}
+
+fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
     }
 }
 
@@ -299,7 +316,7 @@ impl From<&recarga_store::Topup> for TopupRow {
             id: t.id.clone(),
             customer_id: t.customer_id.clone(),
             reference: t.reference.clone(),
-            phone: t.phone.clone(),
+            phone: t.phone.as_str().to_string(),
             status,
             status_class: status.to_ascii_lowercase(),
             icon: status_icon(status),

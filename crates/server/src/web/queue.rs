@@ -11,7 +11,7 @@
 use super::admin::{Chrome, percentiles, upstream_state};
 use super::auth::OperatorSession;
 use super::{TopupRow, WebError, age, render};
-use crate::app::App;
+use crate::state::App;
 use askama::Template;
 use axum::Router;
 use axum::extract::State;
@@ -132,8 +132,11 @@ impl Snapshot {
     }
 
     /// A reading at most [`SNAPSHOT_SHARE_MS`] old; one load at a time per process.
-    pub async fn shared(app: &App) -> Result<std::sync::Arc<Snapshot>, recarga_store::StoreError> {
-        let mut slot = app.pages.queue.lock().await;
+    pub async fn shared(
+        app: &App,
+        pages: &super::PagesState,
+    ) -> Result<std::sync::Arc<Snapshot>, recarga_store::StoreError> {
+        let mut slot = pages.queue.lock().await;
         if let Some((at, snapshot)) = slot.as_ref()
             && at.elapsed() < Duration::from_millis(SNAPSHOT_SHARE_MS)
         {
@@ -233,18 +236,24 @@ async fn page(State(app): State<App>, op: OperatorSession) -> Result<Response, W
 
 struct Pusher {
     app: App,
+    pages: std::sync::Arc<super::PagesState>,
     events: tokio::sync::broadcast::Receiver<String>,
     expires_at: i64,
     first: bool,
 }
 
-async fn events(State(app): State<App>, headers: HeaderMap) -> Response {
+async fn events(
+    State(app): State<App>,
+    axum::Extension(pages): axum::Extension<std::sync::Arc<super::PagesState>>,
+    headers: HeaderMap,
+) -> Response {
     let Some(op) = super::auth::operator(&app, &headers).await else {
         return (StatusCode::UNAUTHORIZED, "log in at /admin/login").into_response();
     };
     let start = Pusher {
         events: app.hub.subscribe(),
         app,
+        pages,
         expires_at: op.session.expires_at,
         first: true,
     };
@@ -256,7 +265,7 @@ async fn events(State(app): State<App>, headers: HeaderMap) -> Response {
             wait_for_change(&mut p.events).await;
         }
         p.first = false;
-        let data = match Snapshot::shared(&p.app).await {
+        let data = match Snapshot::shared(&p.app, &p.pages).await {
             Ok(s) => s.push().map(|v| v.to_string()).unwrap_or_default(),
             Err(e) => {
                 tracing::warn!(error = %e, "queue page: reading the queue failed");

@@ -1,0 +1,34 @@
+//! The application services of Recarga: what happens, whichever door a
+//! request comes through (the HTTP API, the pages, the command line). No
+//! HTTP, no HTML, no command-line parsing here; each adapter maps
+//! [`ServiceError`] to its own answer.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`accept`] | accept (or replay) a top-up and, when asked, wait for its outcome |
+//! | [`settle`] | the worker pool: claim, call the upstream, record its answer |
+//! | [`resolve`] | the scheduler: lease rescue, status queries of UNKNOWN, the audit |
+//! | [`customers`] | customers, credits and debits, operator resolutions: one set of rules |
+//! | [`keys`] | API keys: issue, import, rotate, authenticate |
+//! | [`operators`] | operator accounts and passwords |
+//! | [`hub`] | in-process signals: new work, a top-up changed, live-page events |
+//! | [`context`] | [`Services`]: what they all run with |
+//!
+//! The decisions are pure functions in `recarga_domain` (`plan_accepts`,
+//! `classify_attempt`, `classify_check`); the SQL is in `recarga_store`;
+//! the upstream adapters in `recarga_upstream`.
+
+pub mod accept;
+pub mod context;
+pub mod customers;
+pub mod error;
+pub mod hub;
+pub mod keys;
+pub mod metrics;
+pub mod operators;
+pub mod resolve;
+pub mod settle;
+
+pub use context::{Services, Settings};
+pub use error::{Result, ServiceError};
+pub use hub::Hub;

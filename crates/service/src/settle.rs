@@ -1,0 +1,231 @@
+//! The worker pool: claim, call, record.
+//!
+//! It claims due PENDING top-ups in batches (a lease in the database,
+//! committed before anything else happens), calls the upstream for each
+//! **outside any transaction**, lets the pure
+//! `recarga_domain::classify_attempt` decide what the answer means, and
+//! records it guarded by the lease. At most `queue_concurrency` calls are in
+//! flight per process. Answers that arrive together are written together
+//! (`Services::finishes`, group commit: one transaction for many outcomes,
+//! each still guarded by its lease).
+
+use crate::context::{BLOCKED_PAUSE_MS, Services};
+use recarga_domain::{ExchangeKind, ExchangeOutcome, Outcome, TopupStatus, classify_attempt};
+use recarga_store::{Finish, NewExchange, Topup, now_ms};
+use recarga_upstream::{Attempt, ExchangeLog, TopupRequest};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+/// Most rows claimed in one transaction.
+pub const CLAIM_BATCH_MAX: usize = 32;
+/// Idle re-check interval when no wake-up signal arrives (other replicas).
+pub const IDLE_POLL_MS: u64 = 500;
+/// Tries to write a finished attempt before leaving it to the lease rescue.
+pub const FINISH_WRITE_TRIES: u32 = 5;
+/// Delay after a database error in a loop.
+pub const ERROR_BACKOFF_MS: u64 = 1_000;
+/// Slack of the outer bound of a call over the provider's own timeout.
+pub const CALL_BOUND_SLACK_S: u64 = 5;
+
+/// An exchange record from an adapter's log.
+pub fn exchange(
+    kind: ExchangeKind,
+    provider: &str,
+    outcome: ExchangeOutcome,
+    detail: Option<String>,
+    log: ExchangeLog,
+) -> NewExchange {
+    NewExchange {
+        kind,
+        provider: provider.to_string(),
+        request: log.request,
+        response: log.response,
+        http_status: log.http_status,
+        outcome,
+        detail,
+        trans_id: log.trans_id,
+        ven_transid: log.ven_transid,
+        started_at: log.started_at_ms,
+        ended_at: log.ended_at_ms,
+    }
+}
+
+/// Runs the worker loop until `shutdown`; in-flight calls are awaited.
+pub async fn run_workers(svc: Services, shutdown: CancellationToken) {
+    let owner = format!("w-{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
+    let permits = Arc::new(Semaphore::new(svc.settings.queue_concurrency));
+    let tracker = TaskTracker::new();
+    tracing::info!(owner, inflight_max = svc.settings.queue_concurrency, "worker started");
+    while !shutdown.is_cancelled() {
+        let free = permits.available_permits();
+        if free == 0 {
+            tokio::select! {
+                p = permits.clone().acquire_owned() => drop(p),
+                _ = shutdown.cancelled() => break,
+            }
+            continue;
+        }
+        if !upstream_ready(&svc, &shutdown).await {
+            continue;
+        }
+        let want = free.min(CLAIM_BATCH_MAX) as i64;
+        let lease_ms = svc.settings.lease.as_millis() as i64;
+        let claimed = match svc.store.claim_pending(&owner, lease_ms, want).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::error!(error = %e, "claiming work failed");
+                tokio::time::sleep(Duration::from_millis(ERROR_BACKOFF_MS)).await;
+                continue;
+            }
+        };
+        let got = claimed.len() as i64;
+        if got > 0 {
+            recarga_domain::failpoint::hit("worker.after_claim");
+        }
+        dispatch(&svc, claimed, &permits, &tracker).await;
+        if got < want {
+            tokio::select! {
+                _ = svc.hub.wait_for_work() => {}
+                _ = tokio::time::sleep(Duration::from_millis(IDLE_POLL_MS)) => {}
+                _ = shutdown.cancelled() => break,
+            }
+        }
+    }
+    tracker.close();
+    tracker.wait().await;
+    tracing::info!(owner, "worker stopped");
+}
+
+/// Whether the upstream takes top-ups now; while it refuses us (IP block,
+/// login) nothing is claimed: top-ups stay PENDING, and the pause ends by
+/// itself when a login works again.
+async fn upstream_ready(svc: &Services, shutdown: &CancellationToken) -> bool {
+    let Err(state) = svc.provider.ready().await else {
+        return true;
+    };
+    tracing::warn!(
+        state,
+        pause_ms = BLOCKED_PAUSE_MS,
+        "upstream not ready: submission paused"
+    );
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_millis(BLOCKED_PAUSE_MS)) => {}
+        _ = shutdown.cancelled() => {}
+    }
+    false
+}
+
+/// One task per claimed top-up, each holding a permit.
+async fn dispatch(svc: &Services, claimed: Vec<Topup>, permits: &Arc<Semaphore>, tracker: &TaskTracker) {
+    for topup in claimed {
+        // Only the loop takes permits and it claims no more than were free,
+        // so this does not wait; if it ever did, waiting is right: a claimed
+        // top-up must be sent (or rescued), never dropped.
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => match permits.clone().acquire_owned().await {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
+        let svc = svc.clone();
+        // The accepting request's id follows the top-up into the worker's logs.
+        let span = tracing::info_span!(
+            "topup",
+            id = %topup.id,
+            request_id = %topup.request_id.as_deref().unwrap_or("")
+        );
+        tracker.spawn(
+            async move {
+                process(&svc, topup).await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+}
+
+/// One claimed top-up: call the upstream, decide, record.
+pub async fn process(svc: &Services, topup: Topup) {
+    let Some(owner) = topup.lease_owner.clone() else { return };
+    let clock = std::time::Instant::now();
+    let attempt = call(svc, &topup).await;
+    recarga_domain::failpoint::hit("worker.after_upstream");
+    let (outcome, label) = classify_attempt(attempt.outcome.clone(), topup.attempts, now_ms(), &svc.settings.policy);
+    let detail = match &attempt.outcome {
+        Outcome::Success { .. } => None,
+        Outcome::Failed { code, message } => Some(format!("{code}: {message}")),
+        Outcome::NotSent { reason } | Outcome::Blocked { reason } | Outcome::Unknown { reason, .. } => {
+            Some(reason.clone())
+        }
+    };
+    let provider = svc.provider.name();
+    tracing::info!(id = %topup.id, phone = %topup.phone, outcome = label.as_str(), "upstream answered");
+    crate::metrics::upstream_call(provider, label.as_str(), clock.elapsed().as_secs_f64());
+    crate::metrics::topup_finished(outcome.label(), &topup.product_id);
+    let finish = Finish {
+        topup_id: topup.id.clone(),
+        customer_id: topup.customer_id.clone(),
+        lease_owner: owner,
+        outcome,
+        exchange: exchange(ExchangeKind::Topup, provider, label, detail, attempt.exchange),
+    };
+    record(svc, finish).await;
+}
+
+/// The upstream call, bounded: the provider enforces its own timeout; this
+/// outer bound is a safety net so that a stuck call never outlives the lease.
+async fn call(svc: &Services, topup: &Topup) -> Attempt {
+    let request = TopupRequest {
+        topup_id: topup.id.clone(),
+        phone: topup.phone.clone(),
+        product_id: topup.product_id.clone(),
+        amount_sent: topup.amount_sent,
+    };
+    let bound = svc.settings.upstream_timeout + Duration::from_secs(CALL_BOUND_SLACK_S);
+    let started = now_ms();
+    crate::metrics::upstream_inflight(1.0);
+    let attempt = tokio::time::timeout(bound, svc.provider.topup(&request)).await;
+    crate::metrics::upstream_inflight(-1.0);
+    attempt.unwrap_or_else(|_| Attempt {
+        outcome: Outcome::Unknown {
+            reason: "no answer within the call bound".into(),
+            trans_id: None,
+        },
+        exchange: ExchangeLog {
+            started_at_ms: started,
+            ended_at_ms: now_ms(),
+            ..Default::default()
+        },
+    })
+}
+
+/// Writes a finished attempt, retrying a failed write a few times; after
+/// that the lease rescue makes the top-up UNKNOWN (the answer stays in the logs).
+async fn record(svc: &Services, finish: Finish) {
+    for attempt_no in 1..=FINISH_WRITE_TRIES {
+        match svc.finishes.submit(finish.clone()).await {
+            Ok(Some(t)) => {
+                svc.hub.topup_changed(&t.id);
+                svc.hub.topup_event(&t);
+                if t.status == TopupStatus::Pending {
+                    svc.hub.work_available();
+                }
+                return;
+            }
+            Ok(None) => {
+                tracing::warn!(id = %finish.topup_id, "lease lost before the outcome was written; answer kept as evidence");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(id = %finish.topup_id, attempt_no, error = %e, "writing the outcome failed");
+                tokio::time::sleep(Duration::from_millis(ERROR_BACKOFF_MS * attempt_no as u64)).await;
+            }
+        }
+    }
+    tracing::error!(id = %finish.topup_id, "outcome not written; the lease rescue will make it UNKNOWN");
+}

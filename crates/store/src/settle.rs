@@ -1,0 +1,153 @@
+//! Settling a top-up: SUCCESS captures its hold, FAILED releases it, each
+//! with its ledger entry and state event in the caller's transaction. Used
+//! by the worker's definite answers ([`crate::queue`]) and by the resolution
+//! of an UNKNOWN (status query, reconciliation or an operator), which is
+//! audited.
+
+use crate::{Resolution, Result, Topup};
+use async_trait::async_trait;
+use recarga_domain::FinalOutcome;
+
+#[async_trait]
+pub trait SettleStore {
+    /// UNKNOWN → SUCCESS | FAILED, by status query or operator.
+    async fn resolve_unknown(&self, resolution: &Resolution) -> Result<Topup>;
+}
+
+/// How a locked top-up is settled.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Settlement<'a> {
+    pub outcome: FinalOutcome,
+    pub trans_id: Option<&'a str>,
+    pub ven_transid: Option<&'a str>,
+    /// `(code, message)` of a failure.
+    pub failure: Option<(&'a str, &'a str)>,
+    pub actor: &'a str,
+    pub reason: Option<&'a str>,
+    pub now: i64,
+}
+
+macro_rules! impl_settle {
+    ($store:ty, $conn:ty) => {
+        impl $store {
+            /// Takes a locked top-up to SUCCESS (capture) or FAILED (release).
+            async fn settle(
+                conn: &mut $conn,
+                current: &$crate::Topup,
+                s: $crate::settle::Settlement<'_>,
+            ) -> $crate::Result<$crate::Topup> {
+                use recarga_domain::{FinalOutcome, LedgerKind, TopupStatus};
+                let to = match s.outcome {
+                    FinalOutcome::Success => TopupStatus::Success,
+                    FinalOutcome::Failed => TopupStatus::Failed,
+                };
+                if !current.status.can_become(to) {
+                    return Err($crate::StoreError::WrongState(format!(
+                        "{} cannot become {}",
+                        current.status, to
+                    )));
+                }
+                let updated = sqlx::query_as::<_, $crate::Topup>(
+                    "UPDATE topups SET status = $2,
+                        upstream_trans_id = COALESCE($3, upstream_trans_id),
+                        upstream_ven_transid = COALESCE($4, upstream_ven_transid),
+                        failure_code = $5, failure_message = $6,
+                        lease_owner = NULL, lease_until = NULL, next_check_at = NULL,
+                        completed_at = $7, updated_at = $7
+                     WHERE id = $1 AND status = $8 RETURNING *",
+                )
+                .bind(&current.id)
+                .bind(to.as_str())
+                .bind(s.trans_id)
+                .bind(s.ven_transid)
+                .bind(s.failure.map(|f| f.0))
+                .bind(s.failure.map(|f| f.1))
+                .bind(s.now)
+                .bind(current.status.as_str())
+                .fetch_optional(&mut *conn)
+                .await?
+                .ok_or_else(|| $crate::StoreError::WrongState("the top-up changed meanwhile".into()))?;
+                // A capture moves nothing but still takes the customer's row
+                // lock, so the entry's running balance and its id follow the
+                // same order as every other money change of this customer. A
+                // release only gives back what was held: it can never push the
+                // balance past the credit limit.
+                let (kind, amount) = match s.outcome {
+                    FinalOutcome::Success => (LedgerKind::Capture, 0),
+                    FinalOutcome::Failed => (LedgerKind::Release, current.held.0),
+                };
+                let entry = $crate::common::BalanceMove {
+                    customer_id: &current.customer_id,
+                    topup_id: Some(&current.id),
+                    kind,
+                    amount,
+                    actor: s.actor,
+                    reason: s.reason,
+                    now: s.now,
+                };
+                Self::move_balance(conn, entry).await?;
+                let event = $crate::common::EventRecord {
+                    topup_id: &current.id,
+                    from: Some(current.status),
+                    to,
+                    actor: s.actor,
+                    reason: s.reason,
+                    now: s.now,
+                };
+                Self::insert_event(conn, event).await?;
+                Ok(updated)
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::settle::SettleStore for $store {
+            async fn resolve_unknown(&self, r: &$crate::Resolution) -> $crate::Result<$crate::Topup> {
+                use recarga_domain::{FinalOutcome, TopupStatus};
+                if r.reason.trim().is_empty() {
+                    return Err($crate::StoreError::Constraint(
+                        "a resolution needs a reason".into(),
+                    ));
+                }
+                let now = $crate::now_ms();
+                let mut tx = self.begin().await?;
+                let current = Self::lock_topup(&mut tx, &r.topup_id).await?;
+                if current.status != TopupStatus::Unknown {
+                    return Err($crate::StoreError::WrongState(format!(
+                        "top-up is {}, not UNKNOWN",
+                        current.status
+                    )));
+                }
+                if let Some(ex) = &r.exchange {
+                    Self::insert_exchange(&mut tx, &r.topup_id, ex).await?;
+                }
+                let settlement = $crate::settle::Settlement {
+                    outcome: r.outcome,
+                    trans_id: r.trans_id.as_deref(),
+                    ven_transid: r.ven_transid.as_deref(),
+                    failure: matches!(r.outcome, FinalOutcome::Failed)
+                        .then_some(("resolved_failed", r.reason.as_str())),
+                    actor: &r.actor,
+                    reason: Some(r.reason.as_str()),
+                    now,
+                };
+                let updated = Self::settle(&mut tx, &current, settlement).await?;
+                let audit = $crate::common::AuditRecord {
+                    actor: &r.actor,
+                    action: "topup.resolve",
+                    subject: &r.topup_id,
+                    before: Some(current.status.as_str().to_string()),
+                    after: Some(updated.status.as_str().to_string()),
+                    reason: Some(r.reason.as_str()),
+                    now,
+                };
+                Self::insert_audit(&mut tx, audit).await?;
+                Self::notify(&mut tx, &$crate::StoreEvent::Topup(updated.id.clone())).await?;
+                recarga_domain::failpoint::hit("resolve.before_commit");
+                tx.commit().await?;
+                Ok(updated)
+            }
+        }
+    };
+}
+
+pub(crate) use impl_settle;
