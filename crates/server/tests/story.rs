@@ -5,7 +5,7 @@
 //! PostgreSQL on a private cluster of this test (initdb + pg_ctl in a temp
 //! dir, run as the `postgres` user; restarted with `pg_ctl restart -m fast`
 //! mid-story — the machine's shared server is never touched), with Redis on
-//! a database index of its own (`STORY_REDIS_DB`) when `TEST_REDIS_URL` is
+//! a database index of its own (from `STORY_REDIS_DB` on) when `TEST_REDIS_URL` is
 //! set. The upstream is a standalone `recarga latcom-sim`, whose journal is
 //! the ground truth and survives every gateway death.
 //!
@@ -59,8 +59,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Seeds per run when neither `--seeds` nor `STORY_SEEDS` says otherwise;
-/// sized so that the default run takes about 8 minutes on a 2-core CI
-/// machine (measured: see the figures printed at the end).
+/// with the stories side by side the default run takes a minute or two on
+/// a 2-core CI machine (see the figures printed at the end).
 const DEFAULT_SEEDS: u64 = 5;
 /// Operations per story.
 const STORY_OPS: usize = 150;
@@ -68,8 +68,14 @@ const STORY_OPS: usize = 150;
 const CUSTOMER_CREDIT_MXN: &str = "5000";
 /// Most customers in one story.
 const CUSTOMERS_MAX: usize = 4;
-/// The Redis database index this test owns (never 0: other suites use it).
+/// The first Redis database index this test owns (never 0: other suites
+/// use it); stories running side by side take the next ones.
 const STORY_REDIS_DB: u32 = 7;
+/// Redis indexes from `STORY_REDIS_DB` on that this test may use (7–14).
+const STORY_REDIS_DBS: u32 = 8;
+/// Stories of one engine run side by side (`STORY_PARALLEL` overrides):
+/// they mostly wait for the simulator and the settling gateway.
+const STORY_PARALLEL: usize = 5;
 /// Simulator latency in the calm profile, and how long it holds a call it
 /// never answers.
 const CALM_LATENCY_MS: (u64, u64) = (50, 400);
@@ -178,7 +184,9 @@ struct Figures {
     seconds: BTreeMap<&'static str, f64>,
 }
 
-/// One engine's stories, seed after seed; returns the failed ones' replay lines.
+/// One engine's stories, up to [`STORY_PARALLEL`] side by side (each
+/// PostgreSQL story on a cluster and a Redis index of its own, so one story's
+/// restarts and wipes never reach another); returns the failed ones' replay lines.
 async fn run_engine(
     engine: StoryEngine,
     seeds: Vec<u64>,
@@ -189,33 +197,50 @@ async fn run_engine(
 ) -> Vec<String> {
     let mut failed = Vec::new();
     let engine_began = Instant::now();
-    let cluster = match engine {
-        StoryEngine::Postgres => Some(Arc::new(PgCluster::start(pg.expect("binaries found")).await)),
-        StoryEngine::Sqlite => None,
-    };
-    for &seed in &seeds {
-        let story_began = Instant::now();
-        let task = tokio::spawn(story(seed, engine, cluster.clone(), redis.clone(), figures.clone()));
-        let outcome = task.await;
-        let replay = format!("STORY_SEED={seed} STORY_ENGINE={}", engine.name());
-        match outcome {
-            Ok(violations) if violations.is_empty() => println!(
-                "story {} seed {seed}: ok in {:.1} s",
-                engine.name(),
-                story_began.elapsed().as_secs_f64()
-            ),
-            Ok(violations) => {
-                eprintln!(
-                    "\nstory FAILED: {replay}\n  {}\n\nreplay: {replay} cargo test -p recarga-server --test story -- --nocapture",
-                    violations.join("\n  ")
-                );
-                failed.push(replay);
-            }
-            Err(e) => {
-                eprintln!(
-                    "\nstory FAILED (panic: {e}): {replay}\nreplay: {replay} cargo test -p recarga-server --test story -- --nocapture"
-                );
-                failed.push(replay);
+    let parallel = std::env::var("STORY_PARALLEL")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(STORY_PARALLEL)
+        .clamp(1, STORY_REDIS_DBS as usize);
+    for chunk in seeds.chunks(parallel) {
+        let mut runs = tokio::task::JoinSet::new();
+        for (slot, &seed) in chunk.iter().enumerate() {
+            let pg = pg.clone();
+            let redis = redis.as_ref().map(|r| r.with_db(STORY_REDIS_DB + slot as u32));
+            let figures = figures.clone();
+            runs.spawn(async move {
+                let story_began = Instant::now();
+                let cluster = match engine {
+                    StoryEngine::Postgres => Some(Arc::new(PgCluster::start(pg.expect("binaries found")).await)),
+                    StoryEngine::Sqlite => None,
+                };
+                let outcome = tokio::spawn(story(seed, engine, cluster, redis, figures)).await;
+                (seed, story_began.elapsed(), outcome)
+            });
+        }
+        while let Some(joined) = runs.join_next().await {
+            let Ok((seed, took, outcome)) = joined else {
+                failed.push(format!("a story task of {} panicked", engine.name()));
+                continue;
+            };
+            let replay = format!("STORY_SEED={seed} STORY_ENGINE={}", engine.name());
+            match outcome {
+                Ok(violations) if violations.is_empty() => {
+                    println!("story {} seed {seed}: ok in {:.1} s", engine.name(), took.as_secs_f64())
+                }
+                Ok(violations) => {
+                    eprintln!(
+                        "\nstory FAILED: {replay}\n  {}\n\nreplay: {replay} cargo test -p recarga-server --test story -- --nocapture",
+                        violations.join("\n  ")
+                    );
+                    failed.push(replay);
+                }
+                Err(e) => {
+                    eprintln!(
+                        "\nstory FAILED (panic: {e}): {replay}\nreplay: {replay} cargo test -p recarga-server --test story -- --nocapture"
+                    );
+                    failed.push(replay);
+                }
             }
         }
         if !failed.is_empty() && !keep_going {
@@ -271,7 +296,7 @@ async fn run_stories(seeds_arg: Option<u64>) -> ExitCode {
         "story: seeds {seeds:?} on {:?}{}",
         engines.iter().map(|e| e.name()).collect::<Vec<_>>(),
         if redis.is_some() {
-            format!(" (PostgreSQL with Redis db {STORY_REDIS_DB})")
+            format!(" (PostgreSQL with Redis dbs from {STORY_REDIS_DB}, one per story running)")
         } else {
             String::new()
         }
@@ -282,9 +307,9 @@ async fn run_stories(seeds_arg: Option<u64>) -> ExitCode {
     let mut failed: Vec<String> = Vec::new();
     let began = Instant::now();
     let figures = Arc::new(Mutex::new(Figures::default()));
-    // The engines run side by side (their stories share nothing: SQLite
-    // files and the private PostgreSQL cluster), the seeds of one engine one
-    // after the other.
+    // The engines run side by side, and so do the seeds of one engine
+    // (their stories share nothing: SQLite files, private PostgreSQL
+    // clusters, Redis indexes of their own).
     let mut runs = tokio::task::JoinSet::new();
     for engine in engines {
         let seeds = seeds.clone();
@@ -475,6 +500,16 @@ struct RedisDb {
 }
 
 impl RedisDb {
+    /// The same server, another index.
+    fn with_db(&self, db: u32) -> RedisDb {
+        let host_port = self
+            .url
+            .trim_start_matches("redis://")
+            .rsplit_once('/')
+            .map_or("", |(h, _)| h);
+        RedisDb::from_url(&format!("redis://{host_port}"), db)
+    }
+
     fn from_url(url: &str, db: u32) -> RedisDb {
         let rest = url.trim_start_matches("redis://");
         let host_port = rest.split('/').next().unwrap_or(rest);
