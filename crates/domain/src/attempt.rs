@@ -31,8 +31,13 @@ pub enum Outcome {
     /// No definite answer: it may or may not have been delivered.
     Unknown { reason: String, trans_id: Option<String> },
     /// The upstream refuses us before any top-up is processed (IP not on the
-    /// allow-list, login rejected): nothing was sent, submission pauses.
+    /// allow-list, login rejected, our wallet there is empty): nothing was
+    /// delivered, submission pauses.
     Blocked { reason: String },
+    /// Never dispatched: the call waited in this process (in-flight cap,
+    /// rate pacer) and gave up before anything left the machine. Not the
+    /// upstream's fault, so it is not counted against the retry limit.
+    Queued { reason: String },
 }
 
 /// A provider's answer to a status query about an earlier top-up.
@@ -241,6 +246,14 @@ pub fn classify_attempt(
             };
             (retry, ExchangeOutcome::Blocked)
         }
+        Outcome::Queued { reason } => {
+            let retry = AttemptOutcome::Retry {
+                next_attempt_at: now + 1,
+                reason,
+                count_attempt: false,
+            };
+            (retry, ExchangeOutcome::NotSent)
+        }
         Outcome::Unknown { reason, trans_id } => {
             let unknown = AttemptOutcome::Unknown {
                 reason,
@@ -337,6 +350,19 @@ mod tests {
             ),
             "doubles"
         );
+        let queued = Outcome::Queued { reason: "cap".into() };
+        let (o, label) = classify_attempt(queued, 99, 1000, &POLICY);
+        assert_eq!(label, ExchangeOutcome::NotSent);
+        assert!(
+            matches!(
+                o,
+                AttemptOutcome::Retry {
+                    count_attempt: false,
+                    ..
+                }
+            ),
+            "never sent, not counted, never failed: {o:?}"
+        );
         let (o, _) = classify_attempt(not_sent(), 5, 1000, &POLICY);
         assert!(matches!(o, AttemptOutcome::Failed { ref code, .. } if code == "upstream_unreachable"));
         let (o, _) = classify_attempt(Outcome::Blocked { reason: "ip".into() }, 99, 0, &POLICY);
@@ -385,6 +411,7 @@ mod tests {
             text.prop_map(|reason| Outcome::NotSent { reason }),
             (text, proptest::option::of(text)).prop_map(|(reason, trans_id)| Outcome::Unknown { reason, trans_id }),
             text.prop_map(|reason| Outcome::Blocked { reason }),
+            text.prop_map(|reason| Outcome::Queued { reason }),
         ]
     }
 
@@ -406,13 +433,13 @@ mod tests {
                     let captured = matches!(d, AttemptOutcome::Success { .. });
                     prop_assert!(captured);
                 }
-                (Outcome::Failed { .. } | Outcome::NotSent { .. } | Outcome::Blocked { .. }, AttemptOutcome::Unknown { .. }) => {
+                (Outcome::Failed { .. } | Outcome::NotSent { .. } | Outcome::Blocked { .. } | Outcome::Queued { .. }, AttemptOutcome::Unknown { .. }) => {
                     prop_assert!(false, "a definite answer became UNKNOWN");
                 }
                 _ => {}
             }
             if let AttemptOutcome::Retry { next_attempt_at, .. } = decision {
-                let not_sent = matches!(outcome, Outcome::NotSent { .. } | Outcome::Blocked { .. });
+                let not_sent = matches!(outcome, Outcome::NotSent { .. } | Outcome::Blocked { .. } | Outcome::Queued { .. });
                 prop_assert!(not_sent);
                 prop_assert!(next_attempt_at > now);
             }

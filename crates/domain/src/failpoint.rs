@@ -29,6 +29,8 @@ pub const SITES: &[&str] = &[
     "resolve.before_commit",
     // Inside the lease rescue transaction, before commit.
     "rescue.before_commit",
+    // Inside the expiry of never-sent top-ups, after the releases, before commit.
+    "expire.before_commit",
 ];
 
 /// The environment variable that arms a site.

@@ -2,8 +2,16 @@
 //!
 //! Time-ordered (the first 48 bits are the millisecond clock, so ids sort by
 //! creation and index well) and unguessable (74 random bits). The `RLR` prefix
-//! is the one the previous system used, so operators recognise them. The same
-//! id goes upstream as Latcom's `dist_transid`.
+//! is the one the previous system used, so operators recognise them.
+//!
+//! **Attempt ids.** What goes upstream as Latcom's `dist_transid` is the
+//! attempt id of each send ([`attempt_id`]): the top-up id on its first
+//! send, `<id>-<n>` on the n-th. A top-up is only sent again when the
+//! provider provably did not deliver the earlier send (never connected,
+//! refused before processing, our wallet there was empty), and the provider
+//! may remember an id it answered: a fresh id for every send keeps a resend
+//! from being mistaken for a duplicate. [`topup_of_attempt`] maps any attempt
+//! id back to its top-up (status answers, reconciliation).
 
 pub const TOPUP_ID_PREFIX: &str = "RLR";
 
@@ -32,6 +40,23 @@ pub fn is_legacy_id(text: &str) -> bool {
         && text[TOPUP_ID_PREFIX.len()..].bytes().all(|b| b.is_ascii_digit())
 }
 
+/// The `dist_transid` of the `send`-th send of a top-up (1-based).
+pub fn attempt_id(topup_id: &str, send: i64) -> String {
+    if send <= 1 {
+        topup_id.to_string()
+    } else {
+        format!("{topup_id}-{send}")
+    }
+}
+
+/// The top-up an attempt id belongs to.
+pub fn topup_of_attempt(attempt: &str) -> &str {
+    match attempt.rsplit_once('-') {
+        Some((id, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => id,
+        _ => attempt,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -48,5 +73,18 @@ mod tests {
         assert!(valid_topup_id("RLR1760353500123") && is_legacy_id("RLR1760353500123"));
         assert!(!is_own_id("RLR1760353500123") && is_own_id(&a));
         assert!(!valid_topup_id("RLR176035350012") && !valid_topup_id("RLR17603535001234"));
+    }
+
+    #[test]
+    fn attempt_ids_are_fresh_per_send_and_map_back() {
+        let id = new_topup_id();
+        assert_eq!(attempt_id(&id, 0), id);
+        assert_eq!(attempt_id(&id, 1), id);
+        assert_eq!(attempt_id(&id, 2), format!("{id}-2"));
+        assert_ne!(attempt_id(&id, 2), attempt_id(&id, 3));
+        for n in 0..5 {
+            assert_eq!(topup_of_attempt(&attempt_id(&id, n)), id);
+        }
+        assert_eq!(topup_of_attempt("RLR1760353500123"), "RLR1760353500123");
     }
 }

@@ -27,7 +27,7 @@ pub use attempt::{
     classify_attempt, classify_check,
 };
 pub use catalogue::{CatalogueRule, Product, ProductQuote};
-pub use ids::{is_legacy_id, is_own_id, new_topup_id, valid_topup_id};
+pub use ids::{attempt_id, is_legacy_id, is_own_id, new_topup_id, topup_of_attempt, valid_topup_id};
 pub use ledger::LedgerKind;
 pub use money::{Currency, Money, MoneyError};
 pub use msisdn::{Msisdn, MsisdnError};

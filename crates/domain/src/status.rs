@@ -51,12 +51,15 @@ impl TopupStatus {
         matches!(self, TopupStatus::Success | TopupStatus::Failed)
     }
 
-    /// Whether `self -> next` is a legal step of the lifecycle.
+    /// Whether `self -> next` is a legal step of the lifecycle. PENDING →
+    /// FAILED is the expiry of a top-up that was never sent
+    /// (`expired_not_sent`); everything else that settles went upstream.
     pub const fn can_become(self, next: TopupStatus) -> bool {
         use TopupStatus::*;
         matches!(
             (self, next),
             (Pending, Processing)
+                | (Pending, Failed)
                 | (Processing, Success)
                 | (Processing, Failed)
                 | (Processing, Unknown)
@@ -93,6 +96,14 @@ mod tests {
                 assert!(!from.can_become(to), "{from} -> {to}");
             }
         }
+    }
+
+    #[test]
+    fn only_a_never_sent_pending_top_up_fails_without_an_answer() {
+        // Expiry (`expired_not_sent`): PENDING was never sent, so failing it
+        // releases safely; it can never succeed without being sent.
+        assert!(Pending.can_become(Failed));
+        assert!(!Pending.can_become(Success) && !Pending.can_become(Unknown));
     }
 
     #[test]

@@ -113,6 +113,14 @@ pub struct LatcomSettings {
     /// Calls per second to Latcom from this process; 0 = unlimited (replicas multiply it).
     #[arg(long = "latcom-rate-per-s", env = "LATCOM_RATE_PER_S", default_value_t = 0)]
     pub rate_per_s: u32,
+    /// A `Fail` answered after this many seconds is UNKNOWN, not a failure: in
+    /// the old carrier dispute, Fails that took 7-33 s had been delivered.
+    #[arg(long = "latcom-slow-fail-s", env = "LATCOM_SLOW_FAIL_S", default_value_t = 7)]
+    pub slow_fail_s: u64,
+    /// While our wallet at Latcom is empty (-120008), one waiting top-up is
+    /// sent as a probe this often (s).
+    #[arg(long = "latcom-wallet-probe-s", env = "LATCOM_WALLET_PROBE_S", default_value_t = 30)]
+    pub wallet_probe_s: u64,
 }
 
 /// Settings of the long-running processes (`serve`, `worker`).
@@ -142,6 +150,12 @@ pub struct RuntimeConfig {
     /// the upstream timeout: an expired lease makes the top-up UNKNOWN.
     #[arg(long, env = "RECARGA_LEASE_S", default_value_t = 120)]
     pub lease_s: u64,
+
+    /// A top-up never sent this many seconds after it was accepted (upstream
+    /// blocked, unreachable, wallet empty) fails `expired_not_sent`, its hold
+    /// released; 0 = never expire.
+    #[arg(long, env = "RECARGA_PENDING_MAX_AGE_S", default_value_t = 1_800)]
+    pub pending_max_age_s: u64,
 
     /// Which upstream sells the top-ups.
     #[arg(long, env = "RECARGA_UPSTREAM", value_enum, default_value = "sandbox")]
@@ -318,12 +332,7 @@ impl RuntimeConfig {
         if self.queue_concurrency == 0 {
             return Err("QUEUE_CONCURRENCY must be at least 1".into());
         }
-        if self.lease_s <= self.upstream_timeout_s {
-            return Err(format!(
-                "RECARGA_LEASE_S ({}) must exceed RECARGA_UPSTREAM_TIMEOUT_S ({}), or in-flight calls would be rescued",
-                self.lease_s, self.upstream_timeout_s
-            ));
-        }
+        self.validate_upstream_capacity()?;
         if self.sync_wait_s > MAX_PREFER_WAIT_S {
             return Err(format!("RECARGA_SYNC_WAIT_S must be at most {MAX_PREFER_WAIT_S}"));
         }
@@ -334,8 +343,48 @@ impl RuntimeConfig {
         Ok(())
     }
 
+    /// The worker's calls must fit what the upstream settings allow, and a
+    /// lease must outlive the longest call: otherwise calls would wait past
+    /// their time or be rescued while still in flight.
+    fn validate_upstream_capacity(&self) -> Result<(), String> {
+        let bound = self.upstream_timeout() + recarga_service::settle::call_bound_slack(self.upstream_timeout());
+        if self.lease() <= bound {
+            return Err(format!(
+                "RECARGA_LEASE_S ({}) must exceed RECARGA_UPSTREAM_TIMEOUT_S ({}) plus its slack ({} s), \
+                 or in-flight calls would be rescued",
+                self.lease_s,
+                self.upstream_timeout_s,
+                (bound - self.upstream_timeout()).as_secs_f64()
+            ));
+        }
+        let l = &self.latcom;
+        if self.queue_concurrency > l.max_inflight {
+            return Err(format!(
+                "QUEUE_CONCURRENCY ({}) exceeds LATCOM_MAX_INFLIGHT ({}): the extra calls would only wait \
+                 in this process; lower QUEUE_CONCURRENCY or raise LATCOM_MAX_INFLIGHT",
+                self.queue_concurrency, l.max_inflight
+            ));
+        }
+        let per_timeout = u64::from(l.rate_per_s).saturating_mul(self.upstream_timeout_s);
+        if l.rate_per_s > 0 && self.queue_concurrency as u64 > per_timeout {
+            return Err(format!(
+                "QUEUE_CONCURRENCY ({}) exceeds LATCOM_RATE_PER_S x RECARGA_UPSTREAM_TIMEOUT_S ({} x {} = {}): \
+                 calls would wait for the rate limit longer than a call may take",
+                self.queue_concurrency, l.rate_per_s, self.upstream_timeout_s, per_timeout
+            ));
+        }
+        if l.slow_fail_s == 0 || l.wallet_probe_s == 0 {
+            return Err("LATCOM_SLOW_FAIL_S and LATCOM_WALLET_PROBE_S must be at least 1".into());
+        }
+        Ok(())
+    }
+
     pub fn lease(&self) -> Duration {
         Duration::from_secs(self.lease_s)
+    }
+
+    pub fn pending_max_age(&self) -> Option<Duration> {
+        (self.pending_max_age_s > 0).then(|| Duration::from_secs(self.pending_max_age_s))
     }
 
     pub fn upstream_timeout(&self) -> Duration {
@@ -406,6 +455,39 @@ mod tests {
                 .validate()
                 .is_err()
         );
+        // Timeout 40 s + slack 5 s: a 45 s lease is too short, 46 s is enough.
+        let err = parse(&["--lease-s", "45", "--upstream-timeout-s", "40"])
+            .validate()
+            .unwrap_err();
+        assert!(err.contains("slack"), "{err}");
+        assert!(
+            parse(&["--lease-s", "46", "--upstream-timeout-s", "40"])
+                .validate()
+                .is_ok()
+        );
         assert!(parse(&["--admin-key", "short"]).validate().is_err());
+    }
+
+    #[test]
+    fn queue_concurrency_must_fit_the_upstream_caps() {
+        // The review's case: 64 calls queued behind one call per second.
+        let err = parse(&["--latcom-rate-per-s", "1"]).validate().unwrap_err();
+        assert!(err.contains("LATCOM_RATE_PER_S"), "{err}");
+        let err = parse(&["--queue-concurrency", "65"]).validate().unwrap_err();
+        assert!(err.contains("LATCOM_MAX_INFLIGHT"), "{err}");
+        // 2 calls/s x 40 s = 80 >= 64: fits.
+        assert!(parse(&["--latcom-rate-per-s", "2"]).validate().is_ok());
+        assert!(
+            parse(&[
+                "--queue-concurrency",
+                "8",
+                "--latcom-rate-per-s",
+                "1",
+                "--upstream-timeout-s",
+                "8"
+            ])
+            .validate()
+            .is_ok()
+        );
     }
 }

@@ -79,6 +79,7 @@ pub fn settings(config: &RuntimeConfig) -> Settings {
             config.status_check_max_s,
             config.unknown_deadline_s,
         ),
+        pending_max_age: config.pending_max_age(),
     }
 }
 
@@ -107,6 +108,8 @@ impl App {
                 token_lifetime: std::time::Duration::from_secs(latcom.token_lifetime_s),
                 max_inflight: latcom.max_inflight,
                 rate_per_s: latcom.rate_per_s,
+                slow_fail: std::time::Duration::from_secs(latcom.slow_fail_s),
+                wallet_probe_interval: std::time::Duration::from_secs(latcom.wallet_probe_s),
             })
             .map_err(|e| anyhow::anyhow!(e))
         };

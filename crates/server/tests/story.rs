@@ -17,7 +17,9 @@
 //! gateway, restarts with a crash site of `failpoint::SITES` armed
 //! (`site@n`), PostgreSQL restarts, Redis wipes (`FLUSHDB` of our index: a
 //! `FLUSHALL` would wipe every index of the shared server) and simulator
-//! fault profiles (`POST /__sim/config`). Requests run concurrently with the
+//! fault profiles (`POST /__sim/config`: slow, status query off or
+//! unrecognised, redelivering duplicates, IP blocked, our wallet empty).
+//! Top-ups that stay unsent past `STORY_PENDING_MAX_AGE_S` expire. Requests run concurrently with the
 //! faults. Every request and its answer is kept in a model.
 //!
 //! At the end the faults stop, the gateway settles, and:
@@ -62,6 +64,9 @@ use std::time::{Duration, Instant};
 /// with the stories side by side the default run takes a minute or two on
 /// a 2-core CI machine (see the figures printed at the end).
 const DEFAULT_SEEDS: u64 = 5;
+/// `RECARGA_PENDING_MAX_AGE_S` of a story's gateways: short enough that
+/// a blocked spell makes some top-ups expire.
+const STORY_PENDING_MAX_AGE_S: u64 = 15;
 /// Operations per story.
 const STORY_OPS: usize = 150;
 /// Credit of each customer at creation (MXN).
@@ -646,6 +651,12 @@ async fn story(
             (r.url.clone(), prefix)
         }),
         sim,
+        env: vec![
+            // Blocked or empty-wallet spells can outlast this: the expiry of
+            // never-sent top-ups joins the story.
+            ("RECARGA_PENDING_MAX_AGE_S".into(), STORY_PENDING_MAX_AGE_S.to_string()),
+            ("LATCOM_WALLET_PROBE_S".into(), "1".into()),
+        ],
     };
     let mut s = Story {
         seed,
@@ -982,13 +993,14 @@ impl Story {
             }
             // A simulator fault profile.
             84..=89 => {
-                let profile = match self.rng.random_range(0..7) {
+                let profile = match self.rng.random_range(0..8) {
                     0 => json!({ "latency_min_ms": 1500, "latency_max_ms": 2600 }),
                     1 => json!({ "status_mode": "off" }),
                     2 => json!({ "status_mode": "unrecognised" }),
                     3 => json!({ "status_by_dist_transid": false }),
                     4 => json!({ "duplicate_policy": "redeliver" }),
                     5 => json!({ "ip_blocked": true }),
+                    6 => json!({ "wallet_empty": true }),
                     _ => calm_profile(),
                 };
                 self.rig.sim.configure(&profile).await.expect("configure the simulator");
@@ -1224,5 +1236,6 @@ fn calm_profile() -> Value {
         "status_by_dist_transid": true,
         "duplicate_policy": "replay",
         "ip_blocked": false,
+        "wallet_empty": false,
     })
 }

@@ -30,6 +30,9 @@ pub struct Settings {
     pub audit_interval: Duration,
     /// Retries, pauses and status-query backoff.
     pub policy: AttemptPolicy,
+    /// A top-up still PENDING (never sent) this long after it was accepted
+    /// expires (`crate::expire`); `None`: never.
+    pub pending_max_age: Option<Duration>,
 }
 
 impl Settings {

@@ -8,6 +8,7 @@
 //! | [`accept`] | accept (or replay) a top-up and, when asked, wait for its outcome |
 //! | [`settle`] | the worker pool: claim, call the upstream, record its answer |
 //! | [`resolve`] | the scheduler: lease rescue, status queries of UNKNOWN, the audit |
+//! | [`expire`] | outage expiry: never-sent top-ups older than the age limit fail `expired_not_sent` |
 //! | [`customers`] | customers, credits and debits, operator resolutions: one set of rules |
 //! | [`keys`] | API keys: issue, import, rotate, authenticate |
 //! | [`operators`] | operator accounts and passwords |
@@ -22,6 +23,7 @@ pub mod accept;
 pub mod context;
 pub mod customers;
 pub mod error;
+pub mod expire;
 pub mod hub;
 pub mod keys;
 pub mod metrics;

@@ -1,4 +1,4 @@
-//! The scheduler: lease rescue and status queries.
+//! The scheduler: lease rescue, outage expiry (`crate::expire`) and status queries.
 //!
 //! Every tick it rescues expired leases (a top-up whose worker died mid-call
 //! becomes UNKNOWN: it may have been delivered, so it is never resent) and
@@ -49,7 +49,7 @@ async fn audit(svc: &Services) {
             if !report.is_clean() {
                 tracing::error!(violations = ?report.violations, "ledger audit found violations");
             }
-            crate::metrics::audit(report.is_clean());
+            crate::metrics::audit(report.is_clean(), report.late_evidence);
         }
         Err(e) => tracing::error!(error = %e, "ledger audit could not run"),
     }
@@ -58,7 +58,9 @@ async fn audit(svc: &Services) {
 /// One pass of the scheduler; public so tests can drive it.
 pub async fn scheduler_tick(svc: &Services) -> Result<(), StoreError> {
     crate::metrics::queue(&svc.store.queue_backlog().await?);
-    crate::metrics::upstream_ok(svc.provider.health().ok);
+    let health = svc.provider.health();
+    crate::metrics::upstream_ok(health.ok);
+    crate::metrics::upstream_state(&health.state);
     for id in svc
         .store
         .rescue_expired(svc.settings.policy.unknown_deadline_ms)
@@ -67,6 +69,7 @@ pub async fn scheduler_tick(svc: &Services) -> Result<(), StoreError> {
         tracing::warn!(id, "lease expired: top-up is UNKNOWN and will not be resent");
         svc.hub.topup_changed(&id);
     }
+    crate::expire::expire_never_sent(svc).await?;
     let due = svc
         .store
         .claim_status_checks(STATUS_CHECK_HOLD_MS, STATUS_CHECKS_PER_TICK)
@@ -89,7 +92,8 @@ pub async fn scheduler_tick(svc: &Services) -> Result<(), StoreError> {
 
 /// Asks the upstream about one UNKNOWN top-up and records what it settles.
 async fn check_status(svc: &Services, topup: Topup) -> Result<(), StoreError> {
-    let check = svc.provider.status(&topup.id, topup.upstream_trans_id.as_deref()).await;
+    let attempt = recarga_domain::attempt_id(&topup.id, topup.sends);
+    let check = svc.provider.status(&attempt, topup.upstream_trans_id.as_deref()).await;
     recarga_domain::failpoint::hit("resolver.after_query");
     let provider = svc.provider.name();
     let decision = classify_check(check.answer, topup.checks, now_ms(), &svc.settings.policy);

@@ -28,8 +28,12 @@ pub const IDLE_POLL_MS: u64 = 500;
 pub const FINISH_WRITE_TRIES: u32 = 5;
 /// Delay after a database error in a loop.
 pub const ERROR_BACKOFF_MS: u64 = 1_000;
-/// Slack of the outer bound of a call over the provider's own timeout.
-pub const CALL_BOUND_SLACK_S: u64 = 5;
+/// Slack of the outer bound of a call over the provider's own timeout: a
+/// quarter of the timeout, at least 1 s and at most 5 s. A lease must outlive
+/// timeout + slack (checked at start), or a call still in flight is rescued.
+pub fn call_bound_slack(upstream_timeout: Duration) -> Duration {
+    (upstream_timeout / 4).clamp(Duration::from_secs(1), Duration::from_secs(5))
+}
 
 /// An exchange record from an adapter's log.
 pub fn exchange(
@@ -72,7 +76,14 @@ pub async fn run_workers(svc: Services, shutdown: CancellationToken) {
         if !upstream_ready(&svc, &shutdown).await {
             continue;
         }
-        let want = free.min(CLAIM_BATCH_MAX) as i64;
+        // While the provider pauses us (our wallet there is empty), one
+        // waiting top-up at a time goes as the probe.
+        let limit = svc.provider.claim_limit().unwrap_or(CLAIM_BATCH_MAX);
+        let want = free.min(CLAIM_BATCH_MAX).min(limit) as i64;
+        if want == 0 {
+            upstream_paused(&svc, "upstream_wallet_empty", &shutdown).await;
+            continue;
+        }
         let lease_ms = svc.settings.lease.as_millis() as i64;
         let claimed = match svc.store.claim_pending(&owner, lease_ms, want).await {
             Ok(rows) => rows,
@@ -107,8 +118,14 @@ async fn upstream_ready(svc: &Services, shutdown: &CancellationToken) -> bool {
     let Err(state) = svc.provider.ready().await else {
         return true;
     };
+    upstream_paused(svc, &state, shutdown).await;
+    false
+}
+
+async fn upstream_paused(svc: &Services, state: &str, shutdown: &CancellationToken) {
     tracing::warn!(
         state,
+        provider = svc.provider.name(),
         pause_ms = BLOCKED_PAUSE_MS,
         "upstream not ready: submission paused"
     );
@@ -116,7 +133,6 @@ async fn upstream_ready(svc: &Services, shutdown: &CancellationToken) -> bool {
         _ = tokio::time::sleep(Duration::from_millis(BLOCKED_PAUSE_MS)) => {}
         _ = shutdown.cancelled() => {}
     }
-    false
 }
 
 /// One task per claimed top-up, each holding a permit.
@@ -159,9 +175,10 @@ pub async fn process(svc: &Services, topup: Topup) {
     let detail = match &attempt.outcome {
         Outcome::Success { .. } => None,
         Outcome::Failed { code, message } => Some(format!("{code}: {message}")),
-        Outcome::NotSent { reason } | Outcome::Blocked { reason } | Outcome::Unknown { reason, .. } => {
-            Some(reason.clone())
-        }
+        Outcome::NotSent { reason }
+        | Outcome::Blocked { reason }
+        | Outcome::Queued { reason }
+        | Outcome::Unknown { reason, .. } => Some(reason.clone()),
     };
     let provider = svc.provider.name();
     tracing::info!(id = %topup.id, phone = %topup.phone, outcome = label.as_str(), "upstream answered");
@@ -177,19 +194,47 @@ pub async fn process(svc: &Services, topup: Topup) {
     record(svc, finish).await;
 }
 
-/// The upstream call, bounded: the provider enforces its own timeout; this
-/// outer bound is a safety net so that a stuck call never outlives the lease.
+/// The upstream call in two steps. First the provider's admission (its
+/// in-flight cap, rate pacer, login): nothing has left the machine yet, so a
+/// wait longer than the upstream timeout gives up as **never sent** (the
+/// top-up goes back to PENDING, not counted). Then the call itself, bounded
+/// from the moment it is dispatched: the provider enforces its own timeout,
+/// and this outer bound is a safety net so a stuck call never outlives the
+/// lease (whatever it hits is UNKNOWN: the request may have left).
 async fn call(svc: &Services, topup: &Topup) -> Attempt {
     let request = TopupRequest {
         topup_id: topup.id.clone(),
+        attempt_id: recarga_domain::attempt_id(&topup.id, topup.sends),
         phone: topup.phone.clone(),
         product_id: topup.product_id.clone(),
         amount_sent: topup.amount_sent,
     };
-    let bound = svc.settings.upstream_timeout + Duration::from_secs(CALL_BOUND_SLACK_S);
+    let timeout = svc.settings.upstream_timeout;
+    let queued_at = now_ms();
+    let nothing_sent = |outcome| Attempt {
+        outcome,
+        exchange: ExchangeLog {
+            started_at_ms: queued_at,
+            ended_at_ms: now_ms(),
+            ..Default::default()
+        },
+    };
+    let admission = match tokio::time::timeout(timeout, svc.provider.admit()).await {
+        Ok(Ok(admission)) => admission,
+        Ok(Err(outcome)) => return nothing_sent(outcome),
+        Err(_) => {
+            return nothing_sent(Outcome::Queued {
+                reason: format!(
+                    "waited {} s for a free upstream slot (in-flight cap, rate limit): never sent",
+                    timeout.as_secs()
+                ),
+            });
+        }
+    };
     let started = now_ms();
     crate::metrics::upstream_inflight(1.0);
-    let attempt = tokio::time::timeout(bound, svc.provider.topup(&request)).await;
+    let bound = timeout + call_bound_slack(timeout);
+    let attempt = tokio::time::timeout(bound, svc.provider.send(&request, admission)).await;
     crate::metrics::upstream_inflight(-1.0);
     attempt.unwrap_or_else(|_| Attempt {
         outcome: Outcome::Unknown {

@@ -5,7 +5,11 @@
 //! - each customer's last entry's running balance is its balance;
 //! - each top-up has exactly one hold of its price, a capture only if it
 //!   succeeded and a release of the whole hold only if it failed;
-//! - no entry names a top-up that does not exist.
+//! - no entry names a top-up that does not exist;
+//! - no settled top-up is contradicted by a later upstream answer (late
+//!   evidence: a success on record for a FAILED top-up, a definite `Fail`
+//!   on record for a SUCCESS one). Such a top-up needs an operator: the
+//!   money moved the wrong way, or the provider contradicts itself.
 
 use crate::{AuditReport, Result};
 use async_trait::async_trait;
@@ -31,6 +35,13 @@ pub(crate) const MISMATCHED_TOPUPS: &str = "SELECT t.id, t.status FROM topups t 
             = (CASE WHEN t.status = 'FAILED' THEN t.held ELSE 0 END)
         AND SUM(CASE WHEN l.customer_id <> t.customer_id THEN 1 ELSE 0 END) = 0
      ) ORDER BY t.id";
+
+/// Settled top-ups that an upstream answer on record contradicts.
+pub(crate) const CONTRADICTED_TOPUPS: &str = "SELECT t.id, t.status, e.kind FROM topups t
+     JOIN exchanges e ON e.topup_id = t.id
+     WHERE (t.status = 'FAILED' AND e.outcome = 'success')
+        OR (t.status = 'SUCCESS' AND e.outcome = 'failed')
+     ORDER BY t.id, e.id";
 
 macro_rules! impl_audit {
     ($store:ty) => {
@@ -89,6 +100,19 @@ macro_rules! impl_audit {
                     report.violations.push(format!(
                         "{orphans} ledger entries name a top-up that does not exist"
                     ));
+                }
+                let contradicted: Vec<(String, String, String)> = sqlx::query_as($crate::audit::CONTRADICTED_TOPUPS)
+                    .fetch_all(self.read())
+                    .await?;
+                let mut seen = std::collections::BTreeSet::new();
+                for (id, status, kind) in contradicted {
+                    if seen.insert(id.clone()) {
+                        report.late_evidence += 1;
+                        report.violations.push(format!(
+                            "top-up {id} is {status} but a later upstream {kind} answer says otherwise \
+                             (late evidence: an operator must look)"
+                        ));
+                    }
                 }
                 Ok(())
             }

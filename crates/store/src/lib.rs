@@ -55,7 +55,7 @@ pub use operators::*;
 pub use ops::*;
 pub use pg::PgStore;
 pub use queue::QueueStore;
-pub use settle::SettleStore;
+pub use settle::{EXPIRED_NOT_SENT, SettleStore};
 pub use sqlite::SqliteStore;
 pub use topups::TopupStore;
 

@@ -278,6 +278,9 @@ pub struct Topup {
     #[sqlx(try_from = "String")]
     pub status: TopupStatus,
     pub attempts: i64,
+    /// Claims by a worker so far: the n-th went upstream under
+    /// `recarga_domain::attempt_id(id, n)`.
+    pub sends: i64,
     pub checks: i64,
     pub lease_owner: Option<String>,
     pub lease_until: Option<i64>,
@@ -451,6 +454,10 @@ pub struct AuditReport {
     pub topups: i64,
     pub ledger_entries: i64,
     pub violations: Vec<String>,
+    /// Settled top-ups that a later upstream answer contradicts (a success
+    /// on a FAILED one, a definite failure on a SUCCESS one); each is also
+    /// a violation.
+    pub late_evidence: i64,
 }
 
 impl AuditReport {

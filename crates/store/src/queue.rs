@@ -59,7 +59,7 @@ macro_rules! impl_queue {
                     $sl,
                     ")
                      UPDATE topups SET status = 'PROCESSING', lease_owner = $1, lease_until = $2,
-                        attempts = attempts + 1, updated_at = $3
+                        attempts = attempts + 1, sends = sends + 1, updated_at = $3
                      WHERE status = 'PENDING' AND id IN (SELECT id FROM picked) RETURNING *"
                 ))
                 .bind(&token)

@@ -12,7 +12,24 @@ use recarga_domain::FinalOutcome;
 pub trait SettleStore {
     /// UNKNOWN → SUCCESS | FAILED, by status query or operator.
     async fn resolve_unknown(&self, resolution: &Resolution) -> Result<Topup>;
+    /// PENDING top-ups accepted before `created_before` that provably never
+    /// left (no upstream answer but "not sent" / "refused before
+    /// processing" on record) become FAILED `expired_not_sent`, their holds
+    /// released; at most `limit`, in one transaction. Returns them.
+    async fn expire_never_sent(&self, created_before: i64, limit: i64) -> Result<Vec<Topup>>;
 }
+
+/// The failure code of an expired top-up.
+pub const EXPIRED_NOT_SENT: &str = "expired_not_sent";
+
+/// PENDING top-ups old enough to expire and with nothing on record that
+/// could mean they reached the provider (defence in depth: the lifecycle
+/// only ever puts a never-sent top-up back to PENDING).
+pub(crate) const EXPIRABLE: &str = "SELECT t.id FROM topups t
+     WHERE t.status = 'PENDING' AND t.created_at < $1
+       AND NOT EXISTS (SELECT 1 FROM exchanges e WHERE e.topup_id = t.id
+                       AND e.outcome IN ('success', 'failed', 'unknown'))
+     ORDER BY t.created_at LIMIT $2";
 
 /// How a locked top-up is settled.
 #[derive(Debug, Clone, Copy)]
@@ -145,6 +162,45 @@ macro_rules! impl_settle {
                 recarga_domain::failpoint::hit("resolve.before_commit");
                 tx.commit().await?;
                 Ok(updated)
+            }
+
+            async fn expire_never_sent(&self, created_before: i64, limit: i64) -> $crate::Result<Vec<$crate::Topup>> {
+                use recarga_domain::{FinalOutcome, TopupStatus};
+                let now = $crate::now_ms();
+                let mut tx = self.begin().await?;
+                let ids: Vec<String> = sqlx::query_scalar($crate::settle::EXPIRABLE)
+                    .bind(created_before)
+                    .bind(limit)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let mut expired = Vec::with_capacity(ids.len());
+                let reason = "never sent: the upstream was unreachable or refused us for longer than \
+                              RECARGA_PENDING_MAX_AGE_S";
+                for id in ids {
+                    // A worker may have claimed it since the read: then it is
+                    // no longer PENDING and is left alone.
+                    let current = Self::lock_topup(&mut tx, &id).await?;
+                    if current.status != TopupStatus::Pending {
+                        continue;
+                    }
+                    let settlement = $crate::settle::Settlement {
+                        outcome: FinalOutcome::Failed,
+                        trans_id: None,
+                        ven_transid: None,
+                        failure: Some(($crate::settle::EXPIRED_NOT_SENT, reason)),
+                        actor: "expirer",
+                        reason: Some(reason),
+                        now,
+                    };
+                    let updated = Self::settle(&mut tx, &current, settlement).await?;
+                    Self::notify(&mut tx, &$crate::StoreEvent::Topup(updated.id.clone())).await?;
+                    expired.push(updated);
+                }
+                if !expired.is_empty() {
+                    recarga_domain::failpoint::hit("expire.before_commit");
+                }
+                tx.commit().await?;
+                Ok(expired)
             }
         }
     };

@@ -20,8 +20,11 @@ use recarga_domain::{Money, Msisdn};
 /// What the worker asks a provider to deliver.
 #[derive(Debug, Clone)]
 pub struct TopupRequest {
-    /// Our id, sent upstream as `dist_transid`.
+    /// Our top-up id.
     pub topup_id: String,
+    /// This send's id, sent upstream as `dist_transid`
+    /// (`recarga_domain::attempt_id`: the top-up id on the first send).
+    pub attempt_id: String,
     pub phone: Msisdn,
     pub product_id: String,
     /// The amount field sent upstream (MXN).
@@ -85,6 +88,20 @@ pub struct Attempt {
     pub exchange: ExchangeLog,
 }
 
+/// A provider's permission to send one call now: held for the length of the
+/// call (it is the in-flight slot; the rate pacer's slot was taken when it
+/// was granted). See [`Provider::admit`].
+#[derive(Default)]
+pub struct Admission {
+    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Admission {
+    pub fn new(slot: Option<tokio::sync::OwnedSemaphorePermit>) -> Self {
+        Admission { _slot: slot }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct StatusCheck {
     pub answer: StatusAnswer,
@@ -101,15 +118,45 @@ pub trait Provider: Send + Sync + 'static {
     fn health(&self) -> ProviderHealth {
         ProviderHealth::ok()
     }
-    /// Whether top-ups can be submitted now (for Latcom: a token can be had).
+    /// Whether top-ups can be submitted now (for Latcom: a token can be had,
+    /// and, while our wallet there is empty, a probe is due).
     /// The worker claims nothing while this fails.
     async fn ready(&self) -> Result<(), String> {
         Ok(())
     }
-    /// One top-up call. Must not retry internally.
-    async fn topup(&self, req: &TopupRequest) -> Attempt;
-    /// Asks what became of an earlier top-up.
-    async fn status(&self, topup_id: &str, trans_id: Option<&str>) -> StatusCheck;
+    /// The most top-ups the worker may claim now (`None`: no limit). While
+    /// our wallet at the provider is empty, one: the probe.
+    fn claim_limit(&self) -> Option<usize> {
+        None
+    }
+    /// Waits for this process's turn to call (in-flight cap, rate pacer) and
+    /// anything else needed before a request can leave (a login). Nothing
+    /// has been sent when this returns, so the caller bounds this wait apart
+    /// from the call: a wait that runs out is "never sent". An `Err` is the
+    /// outcome of a call that could not even be started (never sent).
+    async fn admit(&self) -> Result<Admission, Outcome> {
+        Ok(Admission::default())
+    }
+    /// One top-up call, already admitted: it is dispatched at once, and the
+    /// provider bounds it by its own timeout. Must not retry internally.
+    async fn send(&self, req: &TopupRequest, admission: Admission) -> Attempt;
+    /// [`Provider::admit`] then [`Provider::send`], unbounded: for tools and tests.
+    async fn topup(&self, req: &TopupRequest) -> Attempt {
+        match self.admit().await {
+            Ok(admission) => self.send(req, admission).await,
+            Err(outcome) => Attempt {
+                outcome,
+                exchange: ExchangeLog {
+                    started_at_ms: now_ms(),
+                    ended_at_ms: now_ms(),
+                    ..Default::default()
+                },
+            },
+        }
+    }
+    /// Asks what became of an earlier send. `attempt_id` is the
+    /// `dist_transid` of that send; an answer counts only if it is about it.
+    async fn status(&self, attempt_id: &str, trans_id: Option<&str>) -> StatusCheck;
 }
 
 pub(crate) fn now_ms() -> i64 {

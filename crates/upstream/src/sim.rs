@@ -20,6 +20,7 @@
 //! | `981` | no | `Fail` "Product not Found" (`-120054`) |
 //! | `982` | no | `Fail` "product_not_found" (`-120055`) |
 //! | `989` | **yes** | `Fail` "Action not allowed": Latcom says Fail, the carrier recharged |
+//! | `983` | **yes** | `Fail` "Action not allowed" after `slow_ms`: the old dispute's slow Fail the carrier billed |
 //! | `993` | **yes** | no answer: the request is held `hang_ms`, then dropped without a response |
 //! | `994` | no | no answer, as `993` |
 //! | `995` | yes | `Success` after `slow_ms` |
@@ -29,7 +30,11 @@
 //! | `999` | no | HTTP 502 |
 //! | other | yes | `Success` |
 //!
-//! Every answer except `993`/`994`/`995` comes after a latency uniform in
+//! With `wallet_empty` set (our prepaid wallet at Latcom ran dry), every
+//! top-up that passes the product and number checks answers `Fail` "balance
+//! not sufficient for Pouch(Wallet)" (`-120008`) and nothing is delivered.
+//!
+//! Every answer except `983`/`993`/`994`/`995` comes after a latency uniform in
 //! `[latency_min_ms, latency_max_ms]`. A delivery is journaled at the moment
 //! the phone is recharged, before any wait, so a caller that gives up still
 //! leaves the truth in the journal.
@@ -121,6 +126,8 @@ pub struct SimConfig {
     pub token_has_exp: bool,
     /// Refuse every call as coming from an IP not on the allow-list.
     pub ip_blocked: bool,
+    /// Our prepaid wallet at Latcom is empty: every top-up fails `-120008`.
+    pub wallet_empty: bool,
     /// Whether the account may sell the XOOM denominations.
     pub xoom_enabled: bool,
     pub status_mode: StatusMode,
@@ -146,6 +153,7 @@ impl Default for SimConfig {
             token_lifetime_s: 600,
             token_has_exp: true,
             ip_blocked: false,
+            wallet_empty: false,
             xoom_enabled: true,
             status_mode: StatusMode::Normal,
             status_by_dist_transid: true,
@@ -223,7 +231,11 @@ pub struct Simulator {
 enum Script {
     Fail(&'static str, &'static str),
     FailDelivered,
-    NoAnswer { delivered: bool },
+    /// `Fail` after `slow_ms`, and delivered.
+    SlowFailDelivered,
+    NoAnswer {
+        delivered: bool,
+    },
     Slow,
     ServerError,
     Reset,
@@ -249,6 +261,7 @@ fn script(last3: &str) -> Script {
         "981" => Script::Fail(PRODUCT_NOT_FOUND.0, PRODUCT_NOT_FOUND.1),
         "982" => Script::Fail(PRODUCT_NOT_ENABLED.0, PRODUCT_NOT_ENABLED.1),
         "989" => Script::FailDelivered,
+        "983" => Script::SlowFailDelivered,
         "993" => Script::NoAnswer { delivered: true },
         "994" => Script::NoAnswer { delivered: false },
         "995" => Script::Slow,
@@ -267,6 +280,7 @@ const AMOUNT_OUT_OF_RANGE: (&str, &str) = ("Amount out of range", "-120052");
 const INVALID_MSISDN: (&str, &str) = ("Invalid MSISDN", "-120030");
 const DUPLICATE: (&str, &str) = ("Duplicate transaction", "-120040");
 const ACTION_NOT_ALLOWED: (&str, &str) = ("Action not allowed", "-120020");
+const WALLET_EMPTY: (&str, &str) = ("balance not sufficient for Pouch(Wallet)", wire::WALLET_EMPTY_CODE);
 const GARBAGE_BODY: &str = "<html>Service Unavailable</html>";
 const BAD_GATEWAY_BODY: &str =
     "<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center></body></html>";
@@ -452,6 +466,7 @@ impl Simulator {
             .unwrap_or("");
         let (kind, delivered) = match check {
             Err((msg, code)) => (Script::Fail(msg, code), None),
+            Ok(_) if config.wallet_empty => (Script::Fail(WALLET_EMPTY.0, WALLET_EMPTY.1), None),
             Ok(amount) => {
                 let kind = script(last3);
                 let delivered = kind.delivers().then_some(amount);
@@ -460,7 +475,7 @@ impl Simulator {
         };
         let delay = match kind {
             Script::NoAnswer { .. } => Duration::from_millis(config.hang_ms),
-            Script::Slow => Duration::from_millis(config.slow_ms),
+            Script::Slow | Script::SlowFailDelivered => Duration::from_millis(config.slow_ms),
             _ => Self::latency(&config),
         };
         let trans_id = self.next_trans_id();
@@ -471,7 +486,7 @@ impl Simulator {
             Script::Fail(msg, code) => {
                 Reply::Json(StatusCode::OK, topup_answer(&req, &trans_id, Err((msg, code)), delay))
             }
-            Script::FailDelivered => Reply::Json(
+            Script::FailDelivered | Script::SlowFailDelivered => Reply::Json(
                 StatusCode::OK,
                 topup_answer(&req, &trans_id, Err(ACTION_NOT_ALLOWED), delay),
             ),
@@ -491,7 +506,7 @@ impl Simulator {
         };
         let vendor_msg = match kind {
             Script::Fail(msg, _) => msg,
-            Script::FailDelivered => ACTION_NOT_ALLOWED.0,
+            Script::FailDelivered | Script::SlowFailDelivered => ACTION_NOT_ALLOWED.0,
             _ if delivered.is_some() => "Success",
             _ => "Transaction failed",
         };

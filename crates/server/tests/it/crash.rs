@@ -110,6 +110,7 @@ impl World {
             db_url: db.url.clone(),
             redis,
             sim,
+            env: Vec::new(),
         };
         let mut world = World {
             setup,
@@ -265,6 +266,24 @@ impl World {
             .await
             .expect("find by reference")
             .map(|t| t.id)
+    }
+
+    /// Waits until top-up `id` is `want`, within [`SETTLE_WITHIN`].
+    async fn wait_status(&self, id: &str, want: TopupStatus) {
+        let deadline = Instant::now() + SETTLE_WITHIN;
+        loop {
+            let t = self.store().get_topup(id).await.expect("read").expect("exists");
+            if t.status == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: {id} stayed {} (want {want})",
+                self.tag(),
+                t.status
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     async fn balance_minor(&self) -> i64 {
@@ -426,6 +445,42 @@ async fn crash_at_site(w: &mut World) -> Gateway {
             w.expect
                 .push((id.clone(), TopupStatus::Success, "rescued, then found delivered"));
             w.via_unknown.push(id);
+            w.start_clean("clean").await
+        }
+        "expire.before_commit" => {
+            // The upstream refuses us; an accepted top-up outlives its age
+            // limit unsent; the expiry crashes before its commit.
+            w.rig.env.push(("RECARGA_PENDING_MAX_AGE_S".into(), "2".into()));
+            w.rig
+                .sim
+                .configure(&json!({ "ip_blocked": true }))
+                .await
+                .expect("configure the simulator");
+            let mut first = w.start_clean("first").await;
+            w.topup(&first, "r-expire", PHONE_OK, None).await;
+            let id = w.id_of("r-expire").await.expect("accepted");
+            first.proc.sigkill().expect("SIGKILL");
+            let mut armed = w.start_armed("armed").await;
+            w.expect_abort(&mut armed).await;
+            let t = w.store().get_topup(&id).await.expect("read").expect("exists");
+            assert_eq!(t.status, TopupStatus::Pending, "{tag}: the expiry was not written");
+            assert_eq!(w.journal_calls(&id).await, 0, "{tag}: never sent");
+            // Still blocked: the restarted gateway expires it (a claim would
+            // need the upstream), then the block lifts and the age limit is
+            // back to its default for the rest of the world.
+            let mut expirer = w.start_clean("expirer").await;
+            w.wait_status(&id, TopupStatus::Failed).await;
+            let t = w.store().get_topup(&id).await.expect("read").expect("exists");
+            assert_eq!(t.failure_code.as_deref(), Some("expired_not_sent"), "{tag}: {t:?}");
+            expirer.proc.sigkill().expect("SIGKILL");
+            w.rig.env.clear();
+            w.rig
+                .sim
+                .configure(&json!({ "ip_blocked": false }))
+                .await
+                .expect("configure the simulator");
+            w.expect
+                .push((id.clone(), TopupStatus::Failed, "expired after the restart, never sent"));
             w.start_clean("clean").await
         }
         "adjust.before_commit" => {

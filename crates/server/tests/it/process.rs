@@ -93,7 +93,7 @@ impl Default for ServeOpts {
         ServeOpts {
             latency_ms: "50-100",
             upstream_timeout_s: 5,
-            lease_s: 6,
+            lease_s: 7,
             status_check_base_s: 1,
             concurrency: 8,
             demo: Some(false),
@@ -303,7 +303,7 @@ async fn kill_mid_flight_then_restart_conserves_money() {
         let opts = ServeOpts {
             latency_ms: "1500-2500",
             upstream_timeout_s: 5,
-            lease_s: 6,
+            lease_s: 7,
             status_check_base_s: 1,
             // Fewer slots than top-ups: at the kill some are done, some in
             // flight, some still queued.
@@ -484,7 +484,7 @@ async fn graceful_sigterm_drains_in_flight_calls() {
         let opts = ServeOpts {
             latency_ms: "1500-2500",
             upstream_timeout_s: 5,
-            lease_s: 6,
+            lease_s: 7,
             status_check_base_s: 1,
             concurrency: 8,
             demo: Some(false),

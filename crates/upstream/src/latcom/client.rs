@@ -13,21 +13,47 @@
 //! | what happened | outcome |
 //! |---|---|
 //! | HTTP 200, `status` Success | `Success` (with `transId`, `venTransid`) |
-//! | HTTP 200, `status` Fail | `Failed` with the vendor code and message |
+//! | HTTP 200, `status` Fail, answered within `slow_fail` | `Failed` with the vendor code and message |
+//! | HTTP 200, `status` Fail, answered after `slow_fail` | `Unknown`, the failure text kept (see below) |
+//! | HTTP 200, `status` Fail, code -120008, within `slow_fail` | `Blocked` (`upstream_wallet_empty`): our wallet at Latcom is empty |
 //! | could not connect (refused, DNS, TLS, connect timeout) | `NotSent`: safe to retry |
 //! | login refused: IP not authorized, bad credentials | `Blocked`: nothing sent, submission pauses |
 //! | timeout after sending, reset, 5xx, other 4xx, unparseable or unrecognised body | `Unknown` |
 //!
+//! **Slow failures.** In the old system's carrier dispute, 17,943 top-ups
+//! that Latcom answered `Fail` after 7–33 s had been delivered and billed by
+//! the carrier. A `Fail` that took longer than `slow_fail` (setting
+//! `LATCOM_SLOW_FAIL_S`, default 7 s) is therefore not proof of
+//! non-delivery: it is UNKNOWN (hold kept, failure text in the reason), and
+//! is settled by status query, reconciliation or an operator.
+//!
+//! **Empty wallet.** A fast `Fail` with code -120008 means our own prepaid
+//! balance at Latcom ran out: nothing was delivered. It pauses submission
+//! like an IP block (`health` says `upstream_wallet_empty`); the top-up goes
+//! back to PENDING, not counted as an attempt. Every `wallet_probe_interval`
+//! one waiting top-up is sent as usual (the probe, never a synthetic
+//! top-up); a definite answer other than -120008 ends the pause. A resend
+//! goes out under a fresh attempt id (`recarga_domain::attempt_id`).
+//!
+//! **Status answers** count only when they name the send we asked about
+//! (`distTransid` = our attempt id, or `transId` = the id we queried): the
+//! endpoint's shape is unconfirmed, and an answer about something else must
+//! not settle our money.
+//!
 //! **Caps.** `max_inflight` concurrent calls and `rate_per_s` calls per
 //! second, per process: with N replicas the provider sees up to N × each.
+//! Both are waited for in [`Provider::admit`], before anything is sent, so
+//! the worker never counts that wait against the call.
 
 use super::wire;
-use crate::{Attempt, ExchangeLog, Outcome, Provider, ProviderHealth, StatusAnswer, StatusCheck, TopupRequest, now_ms};
+use crate::{
+    Admission, Attempt, ExchangeLog, Outcome, Provider, ProviderHealth, StatusAnswer, StatusCheck, TopupRequest, now_ms,
+};
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::value::RawValue;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -53,6 +79,11 @@ pub struct LatcomConfig {
     pub max_inflight: usize,
     /// Calls per second; 0 means unlimited.
     pub rate_per_s: u32,
+    /// A `Fail` answered after this long is UNKNOWN, not a failure.
+    pub slow_fail: Duration,
+    /// While our wallet at Latcom is empty, how often one waiting top-up is
+    /// sent to see whether it was funded.
+    pub wallet_probe_interval: Duration,
 }
 
 impl std::fmt::Debug for LatcomConfig {
@@ -92,9 +123,12 @@ impl LoginError {
     }
 }
 
-/// Spaces calls at least `1 / rate` apart.
+/// Spaces calls at least `1 / rate` apart. A caller takes a slot only when
+/// its turn has come, so a waiter that is cancelled (its call abandoned)
+/// leaves no slot behind: the next waiter goes instead.
 struct Pacer {
     interval: Option<Duration>,
+    /// When the next call may go.
     next: Mutex<Instant>,
 }
 
@@ -109,14 +143,28 @@ impl Pacer {
 
     async fn wait(&self) {
         let Some(interval) = self.interval else { return };
-        let slot = {
-            let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
-            let slot = (*next).max(Instant::now());
-            *next = slot + interval;
-            slot
-        };
-        tokio::time::sleep_until(slot).await;
+        loop {
+            let due = {
+                let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+                let now = Instant::now();
+                if *next <= now {
+                    *next = now + interval;
+                    return;
+                }
+                *next
+            };
+            tokio::time::sleep_until(due).await;
+        }
     }
+}
+
+/// Our wallet at Latcom, as its answers tell it.
+#[derive(Debug, Default)]
+struct Wallet {
+    /// Set by a fast -120008; cleared by any other definite answer.
+    empty: bool,
+    /// When the last send went out while empty (the probe).
+    last_probe: Option<Instant>,
 }
 
 pub struct Latcom {
@@ -125,9 +173,10 @@ pub struct Latcom {
     token: tokio::sync::Mutex<Option<Token>>,
     generation: AtomicU64,
     logins: AtomicU64,
-    inflight: Semaphore,
+    inflight: Arc<Semaphore>,
     pacer: Pacer,
     health: Mutex<ProviderHealth>,
+    wallet: Mutex<Wallet>,
 }
 
 /// What came back from one HTTP exchange.
@@ -168,8 +217,9 @@ impl Latcom {
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         Ok(Latcom {
-            inflight: Semaphore::new(config.max_inflight.max(1)),
+            inflight: Arc::new(Semaphore::new(config.max_inflight.max(1))),
             pacer: Pacer::new(config.rate_per_s),
+            wallet: Mutex::new(Wallet::default()),
             http,
             token: tokio::sync::Mutex::new(None),
             generation: AtomicU64::new(0),
@@ -359,8 +409,36 @@ pub fn classify_topup(status: u16, body: &str) -> Outcome {
     }
 }
 
-/// Classifies the answer to a status query; anything unrecognised decides nothing.
-pub fn classify_status(topup_id: &str, status: u16, body: &str) -> StatusAnswer {
+/// What the time an answer took changes: a `Fail` slower than `slow_fail`
+/// is UNKNOWN (the failure text kept in the reason); a fast -120008 is our
+/// empty wallet (nothing delivered, submission pauses). Everything else
+/// stands as classified.
+pub fn judge_latency(outcome: Outcome, took: Duration, slow_fail: Duration) -> Outcome {
+    match outcome {
+        Outcome::Failed { code, message } if took > slow_fail => Outcome::Unknown {
+            reason: format!(
+                "Fail answered after {:.1} s, past the slow-fail threshold of {} s, is not proof of \
+                 non-delivery: {code}: {message}",
+                took.as_secs_f64(),
+                slow_fail.as_secs_f64()
+            ),
+            trans_id: None,
+        },
+        Outcome::Failed { code, .. } if code == wire::WALLET_EMPTY_CODE => Outcome::Blocked {
+            reason: WALLET_EMPTY.into(),
+        },
+        other => other,
+    }
+}
+
+/// The health state (and exchange reason) of an empty wallet at Latcom.
+pub const WALLET_EMPTY: &str = "upstream_wallet_empty";
+
+/// Classifies the answer to a status query about the send `attempt_id`,
+/// asked by `asked` (the id in the URL). It decides only when the answer
+/// names that send (`distTransid` = `attempt_id`, or `transId` = `asked`);
+/// anything unrecognised or about something else decides nothing.
+pub fn classify_status(attempt_id: &str, asked: &str, status: u16, body: &str) -> StatusAnswer {
     let still = |reason: String| StatusAnswer::StillUnknown { reason };
     if status != 200 {
         return still(format!("status query answered HTTP {status}"));
@@ -368,8 +446,12 @@ pub fn classify_status(topup_id: &str, status: u16, body: &str) -> StatusAnswer 
     let Ok(parsed) = serde_json::from_str::<wire::TopupResponse>(body) else {
         return still("status query answer is not JSON we understand".into());
     };
-    if parsed.dist_transid.as_deref().is_some_and(|d| d != topup_id) {
-        return still("status query answered about another transaction".into());
+    let names_ours = parsed.dist_transid.as_deref() == Some(attempt_id) || parsed.trans_id.as_deref() == Some(asked);
+    if !names_ours {
+        return still(format!(
+            "status query answer does not name our top-up (distTransid {:?}, transId {:?})",
+            parsed.dist_transid, parsed.trans_id
+        ));
     }
     match wire::is_success(parsed.status.as_deref()) {
         Some(true) => StatusAnswer::Delivered {
@@ -383,6 +465,43 @@ pub fn classify_status(topup_id: &str, status: u16, body: &str) -> StatusAnswer 
                 .unwrap_or_else(|| "reported as failed".into()),
         },
         None => still("status query answer has no recognised status".into()),
+    }
+}
+
+impl Latcom {
+    fn wallet(&self) -> std::sync::MutexGuard<'_, Wallet> {
+        self.wallet.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// While the wallet is empty: whether the next probe is due.
+    fn probe_due(&self) -> Option<bool> {
+        let w = self.wallet();
+        w.empty.then(|| {
+            w.last_probe
+                .is_none_or(|at| at.elapsed() >= self.config.wallet_probe_interval)
+        })
+    }
+
+    /// Learns about the wallet from a top-up's outcome.
+    fn note_wallet(&self, outcome: &Outcome) {
+        let empty = matches!(outcome, Outcome::Blocked { reason } if reason == WALLET_EMPTY);
+        let definite = matches!(outcome, Outcome::Success { .. } | Outcome::Failed { .. });
+        let mut w = self.wallet();
+        if empty && !w.empty {
+            w.empty = true;
+            w.last_probe = Some(Instant::now());
+            drop(w);
+            self.set_health(ProviderHealth::blocked(
+                WALLET_EMPTY,
+                "Latcom answered -120008 (balance not sufficient for Pouch(Wallet)): our prepaid \
+                 wallet there is empty; submission paused, one top-up is sent as a probe periodically",
+            ));
+        } else if definite && w.empty {
+            w.empty = false;
+            drop(w);
+            tracing::info!("Latcom answered a probe: the wallet is funded again");
+            self.set_health(ProviderHealth::ok());
+        }
     }
 }
 
@@ -401,16 +520,50 @@ impl Provider for Latcom {
     }
 
     async fn ready(&self) -> Result<(), String> {
-        self.token(None).await.map(|_| ()).map_err(|e| e.health().state)
+        if self.probe_due() == Some(false) {
+            return Err(WALLET_EMPTY.into());
+        }
+        self.token(None).await.map(|_| ()).map_err(|e| e.health().state)?;
+        if self.probe_due().is_some() {
+            // The login just set the health to ok: the wallet is still empty.
+            self.set_health(ProviderHealth::blocked(
+                WALLET_EMPTY,
+                "probing whether the wallet was funded",
+            ));
+        }
+        Ok(())
     }
 
-    async fn topup(&self, req: &TopupRequest) -> Attempt {
-        let _permit = self.inflight.acquire().await;
+    fn claim_limit(&self) -> Option<usize> {
+        self.probe_due().map(usize::from)
+    }
+
+    async fn admit(&self) -> Result<Admission, Outcome> {
+        let slot = self.inflight.clone().acquire_owned().await.ok();
         self.pacer.wait().await;
+        // Log in now, so that the call itself is only the call.
+        match self.token(None).await {
+            Ok(_) => {}
+            Err(LoginError::Unreachable(reason)) => return Err(Outcome::NotSent { reason }),
+            Err(e) => {
+                return Err(Outcome::Blocked {
+                    reason: e.health().state,
+                });
+            }
+        }
+        if self.probe_due().is_some() {
+            self.wallet().last_probe = Some(Instant::now());
+        }
+        Ok(Admission::new(slot))
+    }
+
+    async fn send(&self, req: &TopupRequest, admission: Admission) -> Attempt {
+        let _admission = admission;
         let started = now_ms();
+        let clock = Instant::now();
         let body = wire::TopupRequest {
             target_msisdn: req.phone.as_str().to_string(),
-            dist_transid: req.topup_id.clone(),
+            dist_transid: req.attempt_id.clone(),
             operator: wire::OPERATOR.into(),
             country: wire::COUNTRY.into(),
             currency: wire::CURRENCY.into(),
@@ -444,13 +597,14 @@ impl Provider for Latcom {
             Ok(Reply::NotConnected(reason)) => Outcome::NotSent { reason },
             Ok(Reply::Lost(reason)) => Outcome::Unknown { reason, trans_id: None },
             Ok(Reply::Answer { status, body }) => {
-                let outcome = classify_topup(status, &body);
-                if let Outcome::Blocked { .. } = outcome {
+                let outcome = judge_latency(classify_topup(status, &body), clock.elapsed(), self.config.slow_fail);
+                if matches!(&outcome, Outcome::Blocked { reason } if reason != WALLET_EMPTY) {
                     // Drop the token: the worker's readiness check must now log
                     // in again, which pauses submission until the block lifts.
                     *self.token.lock().await = None;
                     self.set_health(LoginError::IpNotAuthorized.health());
                 }
+                self.note_wallet(&outcome);
                 if let Ok(parsed) = serde_json::from_str::<wire::TopupResponse>(&body) {
                     log.trans_id = parsed.trans_id;
                     log.ven_transid = parsed.ven_transid;
@@ -464,11 +618,11 @@ impl Provider for Latcom {
         Attempt { outcome, exchange: log }
     }
 
-    async fn status(&self, topup_id: &str, trans_id: Option<&str>) -> StatusCheck {
+    async fn status(&self, attempt_id: &str, trans_id: Option<&str>) -> StatusCheck {
         let started = now_ms();
         // By Latcom's id when we have it; otherwise by ours (the simulator and
         // perhaps Latcom know it; an unrecognised answer decides nothing).
-        let key = trans_id.unwrap_or(topup_id);
+        let key = trans_id.unwrap_or(attempt_id);
         let path = format!("{}/{key}", wire::STATUS_PATH);
         let url = self.url(&path);
         let reply = self.authorized(|token| self.http.get(&url).bearer_auth(token)).await;
@@ -483,7 +637,7 @@ impl Provider for Latcom {
             },
             Ok(Reply::NotConnected(r) | Reply::Lost(r)) => StatusAnswer::StillUnknown { reason: r },
             Ok(Reply::Answer { status, body }) => {
-                let answer = classify_status(topup_id, status, &body);
+                let answer = classify_status(attempt_id, key, status, &body);
                 if let StatusAnswer::Delivered { trans_id, ven_transid } = &answer {
                     log.trans_id = trans_id.clone();
                     log.ven_transid = ven_transid.clone();
@@ -548,24 +702,108 @@ mod tests {
     fn status_answers_decide_only_when_recognised() {
         let ok = r#"{"status":"Success","transId":"LT1","distTransid":"RLR1","venTransid":"5"}"#;
         assert!(matches!(
-            classify_status("RLR1", 200, ok),
+            classify_status("RLR1", "RLR1", 200, ok),
             StatusAnswer::Delivered { .. }
         ));
         assert!(matches!(
-            classify_status("RLR2", 200, ok),
+            classify_status("RLR2", "LT9", 200, ok),
             StatusAnswer::StillUnknown { .. }
         ));
         assert!(matches!(
-            classify_status("RLR1", 200, r#"{"status":"Fail"}"#),
+            classify_status("RLR1", "RLR1", 200, r#"{"result":{"code":7}}"#),
+            StatusAnswer::StillUnknown { .. }
+        ));
+        assert!(matches!(
+            classify_status("RLR1", "RLR1", 404, "{}"),
+            StatusAnswer::StillUnknown { .. }
+        ));
+    }
+
+    #[test]
+    fn a_status_answer_counts_only_when_it_names_our_send() {
+        // The review's case: a bare Fail used to release the hold.
+        let bare = r#"{"status":"Fail"}"#;
+        assert!(matches!(
+            classify_status("RLR1", "RLR1", 200, bare),
+            StatusAnswer::StillUnknown { .. }
+        ));
+        // Naming our attempt id, or the transId we asked about, decides.
+        let by_ours = r#"{"status":"Fail","distTransid":"RLR1-2"}"#;
+        assert!(matches!(
+            classify_status("RLR1-2", "RLR1-2", 200, by_ours),
             StatusAnswer::NotDelivered { .. }
         ));
         assert!(matches!(
-            classify_status("RLR1", 200, r#"{"result":{"code":7}}"#),
+            classify_status("RLR1", "RLR1", 200, by_ours),
             StatusAnswer::StillUnknown { .. }
+        ));
+        let by_theirs = r#"{"status":"Fail","transId":"LT7"}"#;
+        assert!(matches!(
+            classify_status("RLR1", "LT7", 200, by_theirs),
+            StatusAnswer::NotDelivered { .. }
         ));
         assert!(matches!(
-            classify_status("RLR1", 404, "{}"),
+            classify_status("RLR1", "LT8", 200, by_theirs),
             StatusAnswer::StillUnknown { .. }
         ));
+    }
+
+    #[test]
+    fn a_slow_fail_is_unknown_and_a_fast_wallet_fail_pauses() {
+        let slow = Duration::from_secs(7);
+        let fail = |code: &str| Outcome::Failed {
+            code: code.into(),
+            message: "Action not allowed".into(),
+        };
+        assert_eq!(
+            judge_latency(fail("-120020"), Duration::from_secs(3), slow),
+            fail("-120020")
+        );
+        match judge_latency(fail("-120020"), Duration::from_millis(7_001), slow) {
+            Outcome::Unknown { reason, .. } => {
+                assert!(
+                    reason.contains("-120020: Action not allowed"),
+                    "failure text kept: {reason}"
+                )
+            }
+            other => panic!("a slow Fail must be UNKNOWN, got {other:?}"),
+        }
+        assert_eq!(
+            judge_latency(fail(wire::WALLET_EMPTY_CODE), Duration::from_secs(1), slow),
+            Outcome::Blocked {
+                reason: WALLET_EMPTY.into()
+            }
+        );
+        assert!(matches!(
+            judge_latency(fail(wire::WALLET_EMPTY_CODE), Duration::from_secs(9), slow),
+            Outcome::Unknown { .. }
+        ));
+        let ok = Outcome::Success {
+            trans_id: None,
+            ven_transid: None,
+        };
+        assert_eq!(judge_latency(ok.clone(), Duration::from_secs(30), slow), ok);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_pacer_waiter_leaves_no_slot_behind() {
+        // 4 calls/s: one slot every 250 ms.
+        let pacer = Arc::new(Pacer::new(4));
+        pacer.wait().await; // the first slot goes at once
+        // Ten waiters give up before their turn. Had they kept their slots,
+        // the next caller would wait 11 × 250 ms = 2.75 s.
+        for _ in 0..10 {
+            let p = pacer.clone();
+            let waiter = tokio::spawn(async move { p.wait().await });
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            waiter.abort();
+        }
+        let began = Instant::now();
+        pacer.wait().await;
+        let waited = began.elapsed();
+        assert!(
+            waited < Duration::from_millis(1_500),
+            "waited {waited:?} for abandoned slots"
+        );
     }
 }

@@ -22,6 +22,10 @@ pub const SERVICE_TOPUP: u8 = 2;
 
 /// The login's answer when the caller's IP is not on Latcom's allow-list.
 pub const IP_NOT_AUTHORIZED: &str = "IP Address not authorized";
+/// `vendorResponseCode` of a `Fail` meaning *our* prepaid wallet at Latcom
+/// is empty ("balance not sufficient for Pouch(Wallet)"): nothing was
+/// delivered, and every top-up fails the same way until it is funded.
+pub const WALLET_EMPTY_CODE: &str = "-120008";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LoginRequest {

@@ -54,6 +54,8 @@ fn adapter_config(sim: &SimConfig, addr: SocketAddr) -> LatcomConfig {
         token_lifetime: Duration::from_secs(600),
         max_inflight: 64,
         rate_per_s: 0,
+        slow_fail: Duration::from_secs(7),
+        wallet_probe_interval: Duration::from_secs(30),
     }
 }
 
@@ -76,6 +78,7 @@ fn request(id: &str, phone: &str) -> TopupRequest {
 fn product_request(id: &str, phone: &str, product: &str, amount: Money) -> TopupRequest {
     TopupRequest {
         topup_id: id.to_string(),
+        attempt_id: id.to_string(),
         phone: Msisdn::parse(phone).expect("a valid test phone"),
         product_id: product.to_string(),
         amount_sent: amount,
@@ -862,4 +865,30 @@ async fn secrets_stay_out_of_debug_and_exchange_records() {
         assert!(!text.contains("canary-"), "a credential leaked: {text}");
     }
     assert!(sim.journal_entry("secret-wrong").is_none());
+}
+
+/// Latcom is JSON over HTTPS: the client must speak TLS. A listener that
+/// closes every connection makes the handshake fail, which is a connection
+/// error (nothing sent); a client built without TLS refused the `https`
+/// scheme itself, so no real Latcom call could ever have been made.
+#[tokio::test]
+async fn https_base_urls_are_spoken_over_tls() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(4) {
+            drop(stream);
+        }
+    });
+    let config = LatcomConfig {
+        base_url: format!("https://127.0.0.1:{port}"),
+        ..adapter_config(&SimConfig::default(), "127.0.0.1:1".parse().expect("addr"))
+    };
+    let latcom = adapter(config);
+    let state = latcom.ready().await.expect_err("nothing answers TLS there");
+    assert_eq!(state, "upstream_unreachable");
+    let detail = latcom.health().detail.to_lowercase();
+    assert!(!detail.contains("scheme"), "the client refused https itself: {detail}");
+    let attempt = latcom.topup(&request("tls-1", OK_PHONE)).await;
+    assert!(matches!(attempt.outcome, Outcome::NotSent { .. }), "{:?}", attempt.outcome);
 }

@@ -165,8 +165,9 @@ pub struct Books {
 ///   only those;
 /// - balance = Σ ledger, and each top-up's ledger nets to −held while it is
 ///   SUCCESS or UNKNOWN and to 0 once FAILED;
-/// - no `dist_transid` reached the simulator twice, no phone was recharged
-///   twice, every journal entry is one of our top-ups;
+/// - no `dist_transid` (attempt id) reached the simulator twice, a top-up
+///   was only sent again after its earlier sends delivered nothing, no
+///   phone was recharged twice, every journal entry is one of our top-ups;
 /// - SUCCESS was delivered; a delivered top-up was never refunded (except the
 ///   documented `989` case); a FAILED top-up has a definite failure on record
 ///   (a `Fail` answer, a request that provably never left, a status query
@@ -230,11 +231,31 @@ pub async fn check_books(store: &dyn Store, customers: &[String], journal: &Valu
                     if listed.contains(&t.id) { "" } else { "not " }
                 ));
             }
-            let entry = entries.get(&t.id);
-            let calls = entry.and_then(|e| e["calls"].as_u64()).unwrap_or(0);
-            let deliveries = entry.and_then(|e| e["deliveries"].as_u64()).unwrap_or(0);
-            if calls > 1 {
-                v.push(format!("{}: sent upstream {calls} times (resent)", t.id));
+            // Every send of the top-up, under its attempt id (`<id>`, `<id>-2`, …).
+            let sends: Vec<(&String, &Value)> = entries
+                .iter()
+                .filter(|(attempt, _)| recarga_domain::topup_of_attempt(attempt) == t.id)
+                .collect();
+            for (attempt, entry) in &sends {
+                let calls = entry["calls"].as_u64().unwrap_or(0);
+                if calls > 1 {
+                    v.push(format!(
+                        "{}: attempt {attempt} sent upstream {calls} times (resent)",
+                        t.id
+                    ));
+                }
+            }
+            let deliveries: u64 = sends.iter().map(|(_, e)| e["deliveries"].as_u64().unwrap_or(0)).sum();
+            if sends.len() > 1 {
+                // A later send is only allowed after an earlier one provably
+                // delivered nothing (the simulator's journal agrees).
+                let earlier_delivered = sends
+                    .iter()
+                    .filter(|(a, _)| a.as_str() != recarga_domain::attempt_id(&t.id, t.sends))
+                    .any(|(_, e)| e["deliveries"].as_u64().unwrap_or(0) > 0);
+                if earlier_delivered {
+                    v.push(format!("{}: sent again after an earlier send was delivered", t.id));
+                }
             }
             if deliveries > 1 {
                 v.push(format!("{}: phone recharged {deliveries} times", t.id));
@@ -272,7 +293,7 @@ pub async fn check_books(store: &dyn Store, customers: &[String], journal: &Valu
         }
     }
     for (id, entry) in &entries {
-        if !books.topups.contains_key(id) {
+        if !books.topups.contains_key(recarga_domain::topup_of_attempt(id)) {
             v.push(format!("the simulator has {id}, which is none of our top-ups: {entry}"));
         }
     }
@@ -299,6 +320,8 @@ pub struct Rig {
     /// `REDIS_URL` and the `RECARGA_REDIS_PREFIX` of this rig.
     pub redis: Option<(String, String)>,
     pub sim: Sim,
+    /// Further settings of every process of this rig (`NAME`, value).
+    pub env: Vec<(String, String)>,
 }
 
 /// A running `recarga serve` of a rig.
@@ -321,6 +344,7 @@ impl Rig {
         if let Some(site) = failpoint {
             cmd.env(recarga_domain::failpoint::ENV, site);
         }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd
     }
 
