@@ -8,6 +8,8 @@
 //! the pure decisions of the money path: [`plan_accepts`] (a batch of
 //! requests against their customers' locked state) and [`classify_attempt`]
 //! / [`classify_check`] (what an upstream answer writes).
+//! [`spreadsheet`] keeps the free-text cells of our CSV files from running as
+//! spreadsheet formulas, and undoes that exactly for importers.
 
 pub mod accept;
 pub mod attempt;
@@ -19,6 +21,7 @@ pub mod money;
 pub mod msisdn;
 pub mod netlist;
 pub mod pricing;
+pub mod spreadsheet;
 pub mod status;
 
 pub use accept::{AcceptRequest, Account, Plan, Prior, ReferencePolicy, Refusal, Verdict, plan_accepts};

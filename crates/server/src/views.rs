@@ -128,6 +128,29 @@ impl From<&Customer> for BalanceView {
     }
 }
 
+/// `GET /v1/products`: the products `rule` allows, and what happens to a face
+/// value none of them delivers exactly (`inexact_amounts`, `amount_rule`).
+pub fn product_list_json(rule: recarga_domain::CatalogueRule) -> serde_json::Value {
+    let products: Vec<_> = rule.products().iter().map(product_json).collect();
+    serde_json::json!({
+        "data": products,
+        "inexact_amounts": recarga_domain::catalogue::INEXACT_AMOUNTS,
+        "amount_rule": recarga_domain::catalogue::AMOUNT_RULE,
+    })
+}
+
+/// Why `customer` cannot buy `face`: whether it is an open-range amount that
+/// cannot be delivered exactly, and the nearest amounts (below, above) it
+/// can buy, within its per-top-up limits.
+pub fn nearest_amounts(customer: &Customer, face: Money) -> (bool, Vec<Money>) {
+    let Some(why) = recarga_domain::catalogue::unavailable(customer.catalogue, face) else {
+        return (false, Vec::new());
+    };
+    let within = |m: &Money| (customer.min_topup..=customer.max_topup).contains(m);
+    let nearest = [why.below, why.above].into_iter().flatten().filter(within).collect();
+    (why.inexact, nearest)
+}
+
 /// A product as `GET /v1/products` lists it (and `amount_not_available` details repeat it).
 pub fn product_json(p: &recarga_domain::Product) -> serde_json::Value {
     serde_json::json!({

@@ -89,7 +89,12 @@ pub const CATALOGUE: &[(&str, u16, &str)] = &[
     (
         "amount_not_available",
         422,
-        "No product this customer may buy delivers exactly this amount.",
+        "No product this customer may buy delivers exactly this amount (`details.nearest`: the nearest amounts it can buy).",
+    ),
+    (
+        "amount_not_exact",
+        422,
+        "An open-range amount that no whole-centavo amount plus 16 % VAT delivers exactly; refused, never charged a centavo off (`details.nearest`: the nearest deliverable amounts).",
     ),
     (
         "daily_limit_exceeded",

@@ -71,6 +71,7 @@ const SUBMIT: &[&str] = &[
     "amount_below_minimum",
     "amount_above_maximum",
     "amount_not_available",
+    "amount_not_exact",
     "insufficient_funds",
     "daily_limit_exceeded",
     "reference_reused",
@@ -386,7 +387,8 @@ fn error_schema() -> Schema {
         .property(
             "details",
             ObjectBuilder::new().description(Some(
-                "Only on some codes: `amount_not_available` lists the allowed amounts; \
+                "Only on some codes: `amount_not_available` and `amount_not_exact` give the \
+                 `requested` amount, the `nearest` amounts that can be bought and the `allowed` products; \
                  `reference_reused` and `request_in_flight` give the existing `transaction_id`.",
             )),
         )

@@ -55,6 +55,19 @@ pub struct Product {
 #[derive(ToSchema)]
 pub struct ProductList {
     pub data: Vec<Product>,
+    /// What happens to a face value that no product delivers exactly: it is
+    /// refused (`amount_not_exact` or `amount_not_available`, with the nearest
+    /// amounts that can be bought); it is never bought a centavo off.
+    pub inexact_amounts: InexactAmounts,
+    /// The same rule in words.
+    pub amount_rule: String,
+}
+
+/// `refused`: the only rule today.
+#[derive(ToSchema)]
+pub enum InexactAmounts {
+    #[schema(rename = "refused")]
+    Refused,
 }
 
 /// `OK`, or `DEGRADED` when the database, the upstream or Redis does not answer.

@@ -18,8 +18,10 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use recarga_domain::{Msisdn, TopupStatus};
+use recarga_domain::{Money, Msisdn, TopupStatus};
+use recarga_service::ServiceError;
 use recarga_service::accept::{self, Door, Requester};
+use recarga_store::Customer;
 use recarga_store::TopupFilter;
 use std::collections::HashMap;
 
@@ -85,7 +87,10 @@ async fn create_topup(
         customer: &caller.customer,
         request_id: caller.request_id.as_deref(),
     };
-    let submitted = accept::submit(&app.svc, who, input, wait, Door::V1).await?;
+    let face = input.amount;
+    let submitted = accept::submit(&app.svc, who, input, wait, Door::V1)
+        .await
+        .map_err(|e| amount_refusal(e, &caller.customer, face))?;
     let mut response = (
         status_code_for(submitted.topup.status),
         Json(TopupView::from(&submitted.topup)),
@@ -104,6 +109,35 @@ async fn create_topup(
         headers.insert("preference-applied", v);
     }
     Ok(response)
+}
+
+/// `amount_not_exact` (an open-range amount no whole-centavo amount delivers
+/// exactly once VAT is added) or `amount_not_available`, each with the
+/// nearest amounts the caller can buy; any other error as usual.
+fn amount_refusal(e: ServiceError, customer: &Customer, face: Money) -> ApiError {
+    let ServiceError::NotAvailable(products) = e else {
+        return e.into();
+    };
+    let (inexact, nearest) = crate::views::nearest_amounts(customer, face);
+    let nearest: Vec<String> = nearest.iter().map(|m| m.to_decimal_string()).collect();
+    let allowed: Vec<_> = products.iter().map(crate::views::product_json).collect();
+    let error = if inexact {
+        ApiError::new(
+            "amount_not_exact",
+            format!(
+                "{face} MXN cannot be delivered exactly (the open range sends whole centavos plus 16 % VAT); \
+                 the nearest amounts that can: {}",
+                nearest.join(", ")
+            ),
+        )
+    } else {
+        ApiError::new("amount_not_available", "no product delivers exactly this amount")
+    };
+    error.with_details(serde_json::json!({
+        "requested": face.to_decimal_string(),
+        "nearest": nearest,
+        "allowed": allowed,
+    }))
 }
 
 /// One top-up of the caller.
@@ -222,12 +256,5 @@ async fn balance(caller: Caller) -> Json<BalanceView> {
     security(("bearer" = []), ("apiKey" = []), ("apiKey" = [], "customerId" = [])),
 )]
 async fn products(caller: Caller) -> Json<serde_json::Value> {
-    let products: Vec<_> = caller
-        .customer
-        .catalogue
-        .products()
-        .iter()
-        .map(crate::views::product_json)
-        .collect();
-    Json(serde_json::json!({ "data": products }))
+    Json(crate::views::product_list_json(caller.customer.catalogue))
 }

@@ -6,12 +6,20 @@
 //! are decimal strings, times ISO 8601 in UTC, and every id needed for
 //! reconciliation is there (ours, the customer's reference, Latcom's
 //! `transId`, the carrier's `venTransid`).
+//!
+//! Free-text cells (the customer's id and reference, the upstream's ids and
+//! failure code) go through [`guard_cell`]: one that a spreadsheet would run
+//! as a formula (`=`, `+`, `-`, `@`, tab, CR first) is written with a leading
+//! `'`. Our own columns (top-up id, digits-only phone, state, amounts,
+//! currency, times) are never altered. Whoever reads these files back must
+//! use [`recarga_domain::spreadsheet::unguard_cell`] on the same columns.
 
 use crate::state::App;
 use crate::views::iso;
 use axum::body::{Body, Bytes};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use recarga_domain::spreadsheet::guard_cell;
 use recarga_store::{Topup, TopupSearch};
 
 /// Rows fetched (and written) per page of an export.
@@ -41,19 +49,20 @@ pub fn csv_page(rows: &[Topup], header: bool) -> Result<Vec<u8>, csv::Error> {
         w.write_record(CSV_HEADER)?;
     }
     for t in rows {
+        let text = |cell: Option<&str>| guard_cell(cell.unwrap_or("")).into_owned();
         w.write_record([
             t.id.as_str(),
-            t.customer_id.as_str(),
-            t.reference.as_str(),
+            &text(Some(&t.customer_id)),
+            &text(Some(&t.reference)),
             t.phone.as_str(),
             t.status.as_str(),
             &t.face_value.to_decimal_string(),
             &t.held.to_decimal_string(),
             &t.amount_sent.to_decimal_string(),
             t.currency.as_str(),
-            t.upstream_trans_id.as_deref().unwrap_or(""),
-            t.upstream_ven_transid.as_deref().unwrap_or(""),
-            t.failure_code.as_deref().unwrap_or(""),
+            &text(t.upstream_trans_id.as_deref()),
+            &text(t.upstream_ven_transid.as_deref()),
+            &text(t.failure_code.as_deref()),
             &iso(t.created_at),
             &t.completed_at.map(iso).unwrap_or_default(),
         ])?;

@@ -12,6 +12,7 @@ mod api;
 mod browser;
 mod compat;
 mod crash;
+mod data_hardening;
 mod latcom;
 mod lifecycle;
 mod observability;

@@ -159,6 +159,42 @@ pub(super) struct Asked<'a> {
     pub amount_as_sent: &'a Value,
 }
 
+/// The old 400 `Invalid product amount` (`message`, `allowed_amounts`,
+/// `requested_amount`), with `nearest_amounts` added: the nearest amounts the
+/// customer can buy. An open-range amount that cannot be delivered exactly is
+/// `amount_not_exact`.
+fn invalid_product_amount(products: &[recarga_domain::Product], customer: &Customer, requested: Money) -> ApiError {
+    let fixed: Vec<String> = products
+        .iter()
+        .filter(|p| p.min_face_value == p.max_face_value)
+        .map(|p| p.min_face_value.to_decimal_string())
+        .collect();
+    let open = products.iter().any(|p| p.min_face_value != p.max_face_value);
+    let (inexact, nearest) = crate::views::nearest_amounts(customer, requested);
+    let nearest: Vec<String> = nearest.iter().map(|m| m.to_decimal_string()).collect();
+    let (code, message) = match (inexact, open) {
+        (true, _) => (
+            "amount_not_exact",
+            format!(
+                "This amount cannot be delivered exactly; the nearest amounts that can: {}",
+                nearest.join(", ")
+            ),
+        ),
+        (false, true) => ("amount_not_available", "No product delivers exactly this amount".into()),
+        (false, false) => ("amount_not_available", "Only fixed XOOM products are allowed".into()),
+    };
+    ApiError::new(code, message.clone()).legacy(
+        StatusCode::BAD_REQUEST,
+        "Invalid product amount",
+        vec![
+            key("message", text_value(&message)),
+            key("allowed_amounts", raw(format!("[{}]", fixed.join(",")))),
+            key("requested_amount", number(requested)),
+            key("nearest_amounts", raw(format!("[{}]", nearest.join(",")))),
+        ],
+    )
+}
+
 pub(super) fn submit_error(e: ServiceError, customer: &Customer, request: Asked<'_>) -> ApiError {
     let amount_range = || {
         validation_failed(vec![field_error(
@@ -172,28 +208,7 @@ pub(super) fn submit_error(e: ServiceError, customer: &Customer, request: Asked<
     };
     match e {
         ServiceError::BelowMinimum(_) | ServiceError::AboveMaximum(_) => amount_range(),
-        ServiceError::NotAvailable(products) => {
-            let fixed: Vec<String> = products
-                .iter()
-                .filter(|p| p.min_face_value == p.max_face_value)
-                .map(|p| p.min_face_value.to_decimal_string())
-                .collect();
-            let open = products.iter().any(|p| p.min_face_value != p.max_face_value);
-            let message = if open {
-                "No product delivers exactly this amount"
-            } else {
-                "Only fixed XOOM products are allowed"
-            };
-            ApiError::new("amount_not_available", message).legacy(
-                StatusCode::BAD_REQUEST,
-                "Invalid product amount",
-                vec![
-                    key("message", text_value(message)),
-                    key("allowed_amounts", raw(format!("[{}]", fixed.join(",")))),
-                    key("requested_amount", number(request.amount)),
-                ],
-            )
-        }
+        ServiceError::NotAvailable(products) => invalid_product_amount(&products, customer, request.amount),
         ServiceError::Refused(Refusal::InsufficientFunds {
             balance,
             credit_limit,

@@ -359,7 +359,8 @@ pub struct CompatFieldError {
 /// - `IP address not authorized` (403): `your_ip`;
 /// - `Insufficient balance` (403): `current_balance_usd`, `requested_mxn`,
 ///   `required_usd`, `exchange_rate`, `current_balance`, `requested`;
-/// - `Invalid product amount` (400): `message`, `allowed_amounts`, `requested_amount`;
+/// - `Invalid product amount` (400): `message`, `allowed_amounts`, `requested_amount`,
+///   and (added) `nearest_amounts`: the nearest amounts the customer can buy;
 /// - `Daily transaction limit exceeded` (429): `daily_limit_mxn`,
 ///   `used_today_mxn`, `requested_mxn`, `available_mxn`;
 /// - `Too many topup requests. …` / `Too many requests, …` (429), with `Retry-After`;
@@ -396,6 +397,10 @@ pub struct CompatError {
     pub allowed_amounts: Option<Vec<f64>>,
     #[schema(schema_with = super::super::schema::decimal_number)]
     pub requested_amount: Option<String>,
+    /// On `Invalid product amount` (added): the nearest amounts that can be
+    /// bought (`code` `amount_not_exact` when the amount lies in the open
+    /// range but cannot be delivered exactly).
+    pub nearest_amounts: Option<Vec<f64>>,
     #[schema(schema_with = super::super::schema::decimal_number)]
     pub daily_limit_mxn: Option<String>,
     #[schema(schema_with = super::super::schema::decimal_number)]
