@@ -16,8 +16,8 @@
 //!   every documented series after a success, a failure and an UNKNOWN, with
 //!   route templates as labels, never concrete ids; a call in flight shows in
 //!   `recarga_upstream_inflight`, which is back to 0 once all calls ended.
-//!   The recorder is process-global, so only presence is asserted, never
-//!   counts.
+//!   The gateway is a child process of its own (the recorder is
+//!   process-global; this binary's other suites make calls too).
 //!
 //! Child processes get a cleared environment, run in their own temporary
 //! directory and are killed on drop, even when a test panics.
@@ -364,14 +364,9 @@ fn samples<'a>(text: &'a str, metric: &str) -> Vec<&'a str> {
         .collect()
 }
 
-async fn scrape(t: &crate::common::TestApp) -> String {
-    let res = t
-        .http
-        .get(format!("{}/metrics", t.base))
-        .send()
-        .await
-        .expect("GET /metrics");
-    assert_eq!(res.status(), StatusCode::OK, "{:?}", t.setup);
+async fn scrape(http: &reqwest::Client, base: &str) -> String {
+    let res = http.get(format!("{base}/metrics")).send().await.expect("GET /metrics");
+    assert_eq!(res.status(), StatusCode::OK);
     let content_type = res
         .headers()
         .get("content-type")
@@ -380,8 +375,7 @@ async fn scrape(t: &crate::common::TestApp) -> String {
         .to_string();
     assert!(
         content_type.starts_with("text/plain"),
-        "{:?}: /metrics content-type {content_type:?}",
-        t.setup
+        "/metrics content-type {content_type:?}"
     );
     res.text().await.expect("metrics text")
 }
@@ -396,38 +390,80 @@ fn gauge(text: &str, metric: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn metrics_describe_the_traffic() {
-    use crate::common::{TestApp, body};
     use recarga_domain::TopupStatus;
     const WITHIN: Duration = Duration::from_secs(20);
-    for setup in crate::common::engines() {
-        let t = TestApp::spawn(setup).await;
-        let (_, key) = t.customer("M1", "1000").await;
+    // A gateway of its own (a child process): the metrics recorder is
+    // process-global, and the other suites of this binary make calls too.
+    for engine in engines() {
+        let setup = engine;
+        let db = fresh(engine).await;
+        let work = temp_dir("metrics");
+        let key = create_customer(&work, &db.url, "M1", "1000").await;
+        let (_server, base) = serve(
+            &work,
+            &db.url,
+            "serve",
+            &[
+                ("RECARGA_SANDBOX_LATENCY_MS", "20-60"),
+                ("RECARGA_STATUS_CHECK_BASE_S", "1"),
+                ("RECARGA_STATUS_CHECK_MAX_S", "2"),
+            ],
+        )
+        .await;
+        let http = client();
+        let status_of = |id: String| {
+            let (http, base, key) = (http.clone(), base.clone(), key.clone());
+            async move {
+                let res = http
+                    .get(format!("{base}/v1/topups/{id}"))
+                    .bearer_auth(&key)
+                    .send()
+                    .await
+                    .expect("GET /v1/topups/{id}");
+                let json: Value = res.json().await.expect("json");
+                TopupStatus::parse(json["status"].as_str().unwrap_or("")).expect("a status")
+            }
+        };
+        let wait_for = |id: String, done: fn(TopupStatus) -> bool| {
+            let status_of = status_of.clone();
+            async move {
+                let deadline = std::time::Instant::now() + WITHIN;
+                loop {
+                    let now = status_of(id.clone()).await;
+                    if done(now) {
+                        return now;
+                    }
+                    assert!(std::time::Instant::now() < deadline, "{id} stayed {now}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
         let mut problems: Vec<String> = Vec::new();
 
-        let (status, ok) = t.topup(&key, body(PHONE, "20", "m-ok"), Some(5)).await;
+        let (status, ok) = topup_wait(&http, &base, &key, &topup_body(PHONE, "20", "m-ok")).await;
         assert_eq!(status, StatusCode::OK, "{setup:?}: {ok}");
         assert_eq!(ok["status"], "SUCCESS", "{setup:?}: {ok}");
-        let (status, failed) = t.topup(&key, body("5512345991", "20", "m-fail"), Some(5)).await;
+        let (status, failed) = topup_wait(&http, &base, &key, &topup_body("5512345991", "20", "m-fail")).await;
         assert_eq!(status, StatusCode::OK, "{setup:?}: {failed}");
         assert_eq!(failed["status"], "FAILED", "{setup:?}: {failed}");
-        // 993: the simulator holds the call past the 1 s timeout → UNKNOWN.
-        let (status, hung) = t.topup(&key, body("5512345993", "20", "m-unknown"), None).await;
-        assert_eq!(status, StatusCode::ACCEPTED, "{setup:?}: {hung}");
+        // 993: the simulator holds the call past the 5 s timeout → UNKNOWN.
+        let res = http
+            .post(format!("{base}/v1/topups"))
+            .bearer_auth(&key)
+            .json(&topup_body("5512345993", "20", "m-unknown"))
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(res.status(), StatusCode::ACCEPTED, "{setup:?}");
+        let hung: Value = res.json().await.expect("json");
         let hung_id = hung["id"].as_str().expect("id").to_string();
 
         // A scrape while that call hangs (Prometheus scrapes whenever it likes):
         // the call is counted in flight.
-        t.wait_for(&hung_id, WITHIN, |x| x.status != TopupStatus::Pending).await;
+        wait_for(hung_id.clone(), |s| s != TopupStatus::Pending).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let during = scrape(&t).await;
-        let still_in_flight = t
-            .store()
-            .get_topup(&hung_id)
-            .await
-            .expect("read")
-            .expect("exists")
-            .status
-            == TopupStatus::Processing;
+        let during = scrape(&http, &base).await;
+        let still_in_flight = status_of(hung_id.clone()).await == TopupStatus::Processing;
         match gauge(&during, "recarga_upstream_inflight") {
             Some(v) if v >= 1.0 => {}
             other if still_in_flight => problems.push(format!(
@@ -436,23 +472,19 @@ async fn metrics_describe_the_traffic() {
             _ => {}
         }
 
-        t.wait_for(&hung_id, WITHIN, |x| {
-            x.status == TopupStatus::Unknown || x.status.is_final()
-        })
-        .await;
-        let events = t.store().events(&hung_id).await.expect("events");
+        wait_for(hung_id.clone(), |s| s == TopupStatus::Unknown || s.is_final()).await;
+        let events = db.store.events(&hung_id).await.expect("events");
         assert!(
             events.iter().any(|e| e.to_status == "UNKNOWN"),
             "{setup:?}: 993 went through UNKNOWN: {events:?}"
         );
         // A concrete id in a path: its label must be the template.
-        let ok_id = ok["id"].as_str().expect("id");
-        let (status, _) = t.get(&key, &format!("/v1/topups/{ok_id}")).await;
-        assert_eq!(status, StatusCode::OK);
+        let ok_id = ok["id"].as_str().expect("id").to_string();
+        assert_eq!(status_of(ok_id).await, TopupStatus::Success);
 
         // At least one scheduler tick (1 s) after the traffic.
         tokio::time::sleep(Duration::from_millis(1_500)).await;
-        let text = scrape(&t).await;
+        let text = scrape(&http, &base).await;
         let present = |metric: &str, labels: &[&str]| {
             samples(&text, metric)
                 .iter()
@@ -502,6 +534,5 @@ async fn metrics_describe_the_traffic() {
             "{setup:?}: /metrics does not describe the traffic:\n- {}\n--- scrape during the 993 call ---\n{during}\n--- final scrape ---\n{text}",
             problems.join("\n- ")
         );
-        t.stop().await;
     }
 }

@@ -890,5 +890,9 @@ async fn https_base_urls_are_spoken_over_tls() {
     let detail = latcom.health().detail.to_lowercase();
     assert!(!detail.contains("scheme"), "the client refused https itself: {detail}");
     let attempt = latcom.topup(&request("tls-1", OK_PHONE)).await;
-    assert!(matches!(attempt.outcome, Outcome::NotSent { .. }), "{:?}", attempt.outcome);
+    assert!(
+        matches!(attempt.outcome, Outcome::NotSent { .. }),
+        "{:?}",
+        attempt.outcome
+    );
 }
