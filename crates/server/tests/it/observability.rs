@@ -425,7 +425,6 @@ async fn metrics_describe_the_traffic() {
             }
         };
         let wait_for = |id: String, done: fn(TopupStatus) -> bool| {
-            let status_of = status_of;
             async move {
                 let deadline = std::time::Instant::now() + WITHIN;
                 loop {
