@@ -163,7 +163,7 @@ impl<T> Store for T where
         + AuditStore
         + OperatorStore
         + OpsStore
-        + Send
+            + Send
         + Sync
         + 'static
 {
@@ -177,8 +177,16 @@ pub async fn connect(database_url: &str) -> Result<Arc<dyn Store>> {
 
 /// [`connect`] with an explicit PostgreSQL pool size (SQLite ignores it).
 pub async fn connect_with(database_url: &str, pg_pool_max: u32) -> Result<Arc<dyn Store>> {
+    connect_sized(database_url, pg_pool_max, pg::PG_WORKER_POOL_MAX).await
+}
+
+/// [`connect`] with explicit PostgreSQL pool sizes: the main pool and the
+/// workers' own (claims and finishes). SQLite ignores both.
+pub async fn connect_sized(database_url: &str, pg_pool_max: u32, pg_worker_pool_max: u32) -> Result<Arc<dyn Store>> {
     if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
-        Ok(Arc::new(PgStore::connect_with(database_url, pg_pool_max).await?))
+        Ok(Arc::new(
+            PgStore::connect_pools(database_url, pg_pool_max, pg_worker_pool_max).await?,
+        ))
     } else {
         let path = database_url.strip_prefix("sqlite://").unwrap_or(database_url);
         Ok(Arc::new(SqliteStore::open(std::path::Path::new(path)).await?))

@@ -1,7 +1,10 @@
 //! PostgreSQL: the system of record when running replicas.
 //!
-//! One pool serves reads and writes. Row locks (`FOR UPDATE`, and `SKIP
-//! LOCKED` when claiming work) let any number of processes share the queue.
+//! One pool serves reads and writes; the workers' claims and finishes have a
+//! small pool of their own, so an upstream answer is written even while the
+//! requests hold every connection of the main one. Row locks (`FOR UPDATE`,
+//! and `SKIP LOCKED` when claiming work) let any number of processes share
+//! the queue.
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
@@ -9,6 +12,8 @@ use std::time::Duration;
 
 /// Connections per process; replicas multiply it, so keep it modest.
 pub const PG_POOL_MAX: u32 = 16;
+/// Connections per process reserved for the workers' claims and finishes.
+pub const PG_WORKER_POOL_MAX: u32 = 4;
 /// Notifications buffered between the listener and the process.
 pub const EVENT_BUFFER: usize = 4096;
 /// How long a request may wait for a free connection before failing.
@@ -17,6 +22,8 @@ pub const PG_ACQUIRE_TIMEOUT_S: u64 = 10;
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// The workers' own connections (claims and finishes).
+    workers: PgPool,
 }
 
 impl PgStore {
@@ -29,12 +36,22 @@ impl PgStore {
     /// Opens a pool of at most `max_connections` (replicas multiply it: keep
     /// replicas × this below the server's `max_connections`).
     pub async fn connect_with(url: &str, max_connections: u32) -> crate::Result<Self> {
+        Self::connect_pools(url, max_connections, PG_WORKER_POOL_MAX).await
+    }
+
+    /// Opens the main pool (at most `max_connections`) and the workers' own
+    /// (at most `worker_connections`, opened as they are needed).
+    pub async fn connect_pools(url: &str, max_connections: u32, worker_connections: u32) -> crate::Result<Self> {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(2))
             .acquire_timeout(Duration::from_secs(PG_ACQUIRE_TIMEOUT_S))
             .connect(url)
             .await?;
-        Ok(PgStore { pool })
+        let workers = PgPoolOptions::new()
+            .max_connections(worker_connections.max(1))
+            .acquire_timeout(Duration::from_secs(PG_ACQUIRE_TIMEOUT_S))
+            .connect_lazy_with((*pool.connect_options()).clone());
+        Ok(PgStore { pool, workers })
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -51,6 +68,11 @@ impl PgStore {
 
     async fn begin(&self) -> crate::Result<Transaction<'static, Postgres>> {
         Ok(self.pool.begin().await?)
+    }
+
+    /// A write transaction on the workers' own pool.
+    async fn begin_work(&self) -> crate::Result<Transaction<'static, Postgres>> {
+        Ok(self.workers.begin().await?)
     }
 
     /// Forwards `recarga_work` / `recarga_topup` notifications. The listener

@@ -48,7 +48,7 @@ macro_rules! impl_queue {
                 let now = $crate::now_ms();
                 // A token per claim, so the events below name exactly this batch.
                 let token = format!("{owner}/{}", uuid::Uuid::now_v7().simple());
-                let mut tx = self.begin().await?;
+                let mut tx = self.begin_work().await?;
                 // The pick is a MATERIALIZED CTE so it runs exactly once: as a
                 // plain `IN (SELECT … LIMIT n)` PostgreSQL may re-run the limited
                 // subquery per outer row and claim far more than `limit`.
@@ -95,7 +95,7 @@ macro_rules! impl_queue {
                         .cmp(&(batch[b].customer_id.as_str(), batch[b].topup_id.as_str()))
                 });
                 let mut answers: Vec<Option<$crate::Topup>> = batch.iter().map(|_| None).collect();
-                let mut tx = self.begin().await?;
+                let mut tx = self.begin_work().await?;
                 for i in order {
                     answers[i] = Self::finish_in(&mut tx, &batch[i], now).await?;
                 }

@@ -65,6 +65,11 @@ impl SqliteStore {
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
 
+    /// The workers' write transaction: SQLite has one writer for everyone.
+    async fn begin_work(&self) -> crate::Result<Transaction<'static, Sqlite>> {
+        self.begin().await
+    }
+
     /// SQLite has no notifications: other processes on the same file poll.
     async fn subscribe_events(&self) -> crate::Result<Option<tokio::sync::mpsc::Receiver<crate::StoreEvent>>> {
         Ok(None)

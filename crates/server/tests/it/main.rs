@@ -18,4 +18,5 @@ mod observability;
 mod openapi;
 mod process;
 mod replicas;
+mod rescue;
 mod web;
