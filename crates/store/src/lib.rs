@@ -15,6 +15,7 @@
 //! | `keys.rs` | [`KeyStore`] | API keys: issued, imported, rotated, revoked |
 //! | `topups.rs`, `accept.rs` | [`TopupStore`] | the accept transaction, top-up reads |
 //! | `queue.rs`, `finish.rs` | [`QueueStore`] | claims, upstream answers, rescue, status checks |
+//! | `processes.rs` | [`ProcessStore`] | the processes that claim work; a dead one's claims rescued at once |
 //! | `settle.rs` | [`SettleStore`] | capture / release, resolving UNKNOWN |
 //! | `audit.rs` | [`AuditStore`] | the ledger invariants |
 //! | `operators.rs` | [`OperatorStore`] | the pages' state: operators, sessions, login throttling, audit rows |
@@ -37,6 +38,7 @@ mod model;
 mod operators;
 mod ops;
 mod pg;
+mod processes;
 mod queue;
 mod settle;
 mod sqlite;
@@ -54,6 +56,7 @@ pub use model::*;
 pub use operators::*;
 pub use ops::*;
 pub use pg::PgStore;
+pub use processes::ProcessStore;
 pub use queue::QueueStore;
 pub use settle::SettleStore;
 pub use sqlite::SqliteStore;
@@ -146,6 +149,7 @@ pub trait Store:
     + AuditStore
     + OperatorStore
     + OpsStore
+    + ProcessStore
     + Send
     + Sync
     + 'static
@@ -163,7 +167,8 @@ impl<T> Store for T where
         + AuditStore
         + OperatorStore
         + OpsStore
-            + Send
+        + ProcessStore
+        + Send
         + Sync
         + 'static
 {

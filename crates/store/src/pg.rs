@@ -4,10 +4,13 @@
 //! small pool of their own, so an upstream answer is written even while the
 //! requests hold every connection of the main one. Row locks (`FOR UPDATE`,
 //! and `SKIP LOCKED` when claiming work) let any number of processes share
-//! the queue.
+//! the queue. A process that claims work also holds one more connection, for
+//! its advisory lock (see `processes.rs`).
 
+use crate::processes::Membership;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Connections per process; replicas multiply it, so keep it modest.
@@ -24,6 +27,7 @@ pub struct PgStore {
     pool: PgPool,
     /// The workers' own connections (claims and finishes).
     workers: PgPool,
+    pub(crate) member: Arc<Membership<sqlx::PgConnection>>,
 }
 
 impl PgStore {
@@ -51,7 +55,11 @@ impl PgStore {
             .max_connections(worker_connections.max(1))
             .acquire_timeout(Duration::from_secs(PG_ACQUIRE_TIMEOUT_S))
             .connect_lazy_with((*pool.connect_options()).clone());
-        Ok(PgStore { pool, workers })
+        Ok(PgStore {
+            pool,
+            workers,
+            member: Arc::default(),
+        })
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -140,5 +148,10 @@ crate::queue::impl_queue!(PgStore, sqlx::PgConnection, skip_locked = "FOR UPDATE
 crate::finish::impl_finish!(PgStore, sqlx::PgConnection);
 crate::settle::impl_settle!(PgStore, sqlx::PgConnection);
 crate::audit::impl_audit!(PgStore);
+crate::processes::impl_processes!(
+    PgStore,
+    dead = "SELECT id FROM processes
+            WHERE id <> $1 AND pg_try_advisory_xact_lock(1380143687, (id % 2147483647)::int4) ORDER BY id"
+);
 crate::operators::impl_operators!(PgStore, Postgres);
 crate::ops::impl_ops!(PgStore, Postgres);

@@ -1,6 +1,7 @@
 //! The queue: claiming PENDING top-ups with a lease, recording what the
 //! upstream answered (group commit: many answers in one transaction, each
-//! guarded by its lease), rescuing expired leases as UNKNOWN (never resent),
+//! guarded by its lease), rescuing expired leases as UNKNOWN (never resent;
+//! a dead process's claims are rescued sooner, see `processes.rs`),
 //! and scheduling the status queries of UNKNOWN top-ups. The worker and the
 //! scheduler in `recarga-service` drive it.
 
@@ -59,13 +60,14 @@ macro_rules! impl_queue {
                     $sl,
                     ")
                      UPDATE topups SET status = 'PROCESSING', lease_owner = $1, lease_until = $2,
-                        attempts = attempts + 1, updated_at = $3
+                        attempts = attempts + 1, updated_at = $3, lease_process = $5
                      WHERE status = 'PENDING' AND id IN (SELECT id FROM picked) RETURNING *"
                 ))
                 .bind(&token)
                 .bind(now + lease_ms)
                 .bind(now)
                 .bind(limit)
+                .bind(self.member.id())
                 .fetch_all(&mut *tx)
                 .await?;
                 if !rows.is_empty() {

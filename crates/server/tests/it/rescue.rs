@@ -1,5 +1,13 @@
-//! Hardening of the money path: an upstream answer arriving while the
+//! Hardening of the money path's two worst moments: a process dying with
+//! upstream calls in flight, and an upstream answer arriving while the
 //! database will not take the write.
+//!
+//! **A dead process's claims** (the real binary, a standalone simulator that
+//! holds every call for [`SIM_HOLD_MS`], leases of the default 120 s): after
+//! `kill -9` its PROCESSING top-ups become UNKNOWN within [`RESCUE_WITHIN`]
+//! (10 s, the bound) of the restarted process being up, or, on
+//! PostgreSQL, of the kill while another replica stays alive; never PENDING,
+//! never resent. A live replica's claims are left alone.
 //!
 //! **A definite answer while the database is busy** (a gateway in this
 //! process): writes of outcomes that fail for longer than the old five tries
@@ -7,20 +15,224 @@
 //! whose every connection is held: the top-up still ends SUCCESS with
 //! Latcom's `transId`, never UNKNOWN.
 
-use crate::common::procs::client;
+use crate::common::procs::{Rig, client, start_sim};
 use crate::common::{Opts, TestApp, body, engines, runtime_config, skipped};
 use recarga_domain::TopupStatus;
 use recarga_server::serve::{self, Roles};
 use recarga_server::state::App;
-use recarga_store::testing::{Engine, TestDb, fresh};
+use recarga_store::testing::{Engine, TestDb, fresh, temp_dir};
 use recarga_store::{PgStore, Store, Topup};
-use serde_json::Value;
+use recarga_testkit::Gateway;
+use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
+/// The bound: a dead owner's top-ups are UNKNOWN within this.
+const RESCUE_WITHIN: Duration = Duration::from_secs(10);
+/// The simulator holds every call this long, so calls are in flight at the kill.
+const SIM_HOLD_MS: u64 = 60_000;
+/// Top-ups in flight at the kill.
+const IN_FLIGHT: usize = 3;
 /// Longest a top-up may take to reach the simulator.
 const SENT_WITHIN: Duration = Duration::from_secs(30);
+
+// ---------------------------------------------------------------------------
+// kill -9
+// ---------------------------------------------------------------------------
+
+/// A gateway of the rig with the default lease (120 s: its expiry cannot be
+/// what rescues within the bound) and an upstream timeout above the
+/// simulator's hold.
+async fn start_gateway(rig: &Rig, name: &str) -> Gateway {
+    let mut cmd = rig.command(None);
+    cmd.arg("serve")
+        .env("RECARGA_DEMO", "false")
+        .env("RECARGA_LEASE_S", "120")
+        .env("RECARGA_UPSTREAM_TIMEOUT_S", "90")
+        .env("QUEUE_CONCURRENCY", "8")
+        .envs(rig.sim.gateway_env());
+    let port = crate::common::procs::free_port();
+    Gateway::start(cmd, &rig.work, name, port, &client())
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+async fn new_rig(engine: Engine) -> (TestDb, Rig, String) {
+    let db = fresh(engine).await;
+    let work = temp_dir("rescue");
+    let sim = start_sim(&work, &format!("{SIM_HOLD_MS}-{SIM_HOLD_MS}"), None).await;
+    let rig = Rig {
+        work,
+        db_url: db.url.clone(),
+        redis: None,
+        sim,
+    };
+    let created = rig
+        .cli(
+            &["customer", "create", "--id", "C1", "--name", "C1", "--credit", "1000"],
+            None,
+        )
+        .await;
+    assert!(created.ok(), "{engine:?}: customer create: {created:?}");
+    let key = created.json["api_key"].as_str().expect("api_key").to_string();
+    (db, rig, key)
+}
+
+/// Sends [`IN_FLIGHT`] top-ups through `gw` and waits until the simulator
+/// holds every one of them; returns their ids.
+async fn send_in_flight(rig: &Rig, gw: &Gateway, key: &str) -> Vec<String> {
+    let http = client();
+    let mut ids = Vec::new();
+    for i in 0..IN_FLIGHT {
+        let res = http
+            .post(format!("{}/v1/topups", gw.base))
+            .bearer_auth(key)
+            .json(&body(&format!("551234000{i}"), "20", &format!("r-{i}")))
+            .send()
+            .await
+            .expect("POST /v1/topups");
+        assert!(res.status().is_success(), "{}", res.status());
+        let json: Value = res.json().await.expect("json");
+        ids.push(json["id"].as_str().expect("id").to_string());
+    }
+    let deadline = Instant::now() + SENT_WITHIN;
+    loop {
+        let journal = rig.sim.journal().await.expect("journal");
+        if ids.iter().all(|id| journal["entries"][id]["calls"].as_u64() == Some(1)) {
+            return ids;
+        }
+        assert!(Instant::now() < deadline, "not all sent: {journal}\n{}", gw.proc.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn statuses(store: &dyn Store, ids: &[String]) -> Vec<TopupStatus> {
+    let mut out = Vec::new();
+    for id in ids {
+        out.push(store.get_topup(id).await.expect("read").expect("exists").status);
+    }
+    out
+}
+
+/// Whether `id` was rescued: PROCESSING → UNKNOWN by the rescuer.
+async fn rescued(store: &dyn Store, id: &str) -> bool {
+    let events = store.events(id).await.expect("events");
+    events
+        .iter()
+        .any(|e| e.actor == "rescuer" && e.from_status.as_deref() == Some("PROCESSING") && e.to_status == "UNKNOWN")
+}
+
+/// Waits (at most [`RESCUE_WITHIN`] from `since`) until every one of `ids`
+/// was rescued to UNKNOWN (the status query may settle it right after: the
+/// simulator knows); then checks none went back to PENDING and each reached
+/// the simulator exactly once.
+async fn assert_rescued(
+    store: &dyn Store,
+    rig: &Rig,
+    ids: &[String],
+    since: Instant,
+    tag: &str,
+    logs: impl Fn() -> String,
+) {
+    loop {
+        let mut waiting = Vec::new();
+        for id in ids {
+            if !rescued(store, id).await {
+                waiting.push(id.clone());
+            }
+        }
+        if waiting.is_empty() {
+            println!(
+                "{tag}: {} in-flight top-ups rescued to UNKNOWN within {:.1} s",
+                ids.len(),
+                since.elapsed().as_secs_f64()
+            );
+            break;
+        }
+        assert!(
+            since.elapsed() < RESCUE_WITHIN,
+            "{tag}: not rescued within {RESCUE_WITHIN:?}: {waiting:?} {:?}\n{}",
+            statuses(store, ids).await,
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let journal = rig.sim.journal().await.expect("journal");
+    for id in ids {
+        let events = store.events(id).await.expect("events");
+        let path: Vec<&str> = events.iter().map(|e| e.to_status.as_str()).collect();
+        assert_eq!(
+            path[..3],
+            ["PENDING", "PROCESSING", "UNKNOWN"],
+            "{tag}: {id}: {events:?}"
+        );
+        assert!(
+            !path[1..].contains(&"PENDING"),
+            "{tag}: {id} back to PENDING: {events:?}"
+        );
+        assert_eq!(
+            journal["entries"][id]["calls"],
+            json!(1),
+            "{tag}: {id} resent: {journal}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_then_restart_rescues_in_flight_topups_within_10_s() {
+    for engine in [Engine::Sqlite, Engine::Postgres] {
+        if !recarga_store::testing::engines().contains(&engine) {
+            skipped(
+                "kill_9_then_restart_rescues_in_flight_topups_within_10_s on PostgreSQL",
+                "TEST_DATABASE_URL is not set",
+            );
+            continue;
+        }
+        let tag = format!("{engine:?}");
+        let (db, rig, key) = new_rig(engine).await;
+        let mut first = start_gateway(&rig, "first").await;
+        let ids = send_in_flight(&rig, &first, &key).await;
+        first.proc.sigkill().expect("SIGKILL");
+        assert_eq!(
+            statuses(db.store.as_ref(), &ids).await,
+            vec![TopupStatus::Processing; IN_FLIGHT],
+            "{tag}: in flight at the kill"
+        );
+        let second = start_gateway(&rig, "second").await;
+        let up = Instant::now();
+        assert_rescued(db.store.as_ref(), &rig, &ids, up, &tag, || second.proc.logs()).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_replica_rescues_a_dead_ones_topups_within_10_s() {
+    if !recarga_store::testing::engines().contains(&Engine::Postgres) {
+        skipped(
+            "a_live_replica_rescues_a_dead_ones_topups_within_10_s",
+            "needs TEST_DATABASE_URL (PostgreSQL)",
+        );
+        return;
+    }
+    let (db, rig, key) = new_rig(Engine::Postgres).await;
+    let mut doomed = start_gateway(&rig, "doomed").await;
+    let ids = send_in_flight(&rig, &doomed, &key).await;
+    // The survivor starts while the doomed replica lives: its claims are left alone.
+    let survivor = start_gateway(&rig, "survivor").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        statuses(db.store.as_ref(), &ids).await,
+        vec![TopupStatus::Processing; IN_FLIGHT],
+        "a live replica's claims were rescued:\n{}",
+        survivor.proc.logs()
+    );
+    doomed.proc.sigkill().expect("SIGKILL");
+    let killed = Instant::now();
+    assert_rescued(db.store.as_ref(), &rig, &ids, killed, "Postgres replica", || {
+        survivor.proc.logs()
+    })
+    .await;
+}
 
 // ---------------------------------------------------------------------------
 // A definite answer while the database is busy
