@@ -30,6 +30,12 @@ pub struct DbConfig {
     #[arg(long, env = "RECARGA_DB_POOL_MAX", default_value_t = 16, global = true)]
     pub db_pool_max: u32,
 
+    /// PostgreSQL connections per process reserved for the workers' claims and
+    /// upstream answers, apart from the pool above, so an answer is written
+    /// even while requests hold every connection of it (replicas multiply it).
+    #[arg(long, env = "RECARGA_DB_WORKER_POOL_MAX", default_value_t = 4, global = true)]
+    pub db_worker_pool_max: u32,
+
     /// Prefix of every Redis key and channel (several deployments can share one Redis).
     #[arg(long, env = "RECARGA_REDIS_PREFIX", default_value = "recarga:", global = true)]
     pub redis_prefix: String,

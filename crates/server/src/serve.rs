@@ -56,6 +56,13 @@ pub async fn run(
         });
     }
     if roles.workers {
+        // Claims carry this process's id from now on; a dead process's claims
+        // are rescued at once (the scheduler's first tick runs now).
+        let label = format!("pid {}", std::process::id());
+        app.store
+            .join(&label)
+            .await
+            .context("registering this process as one that claims work")?;
         tasks.spawn(recarga_service::settle::run_workers(app.svc.clone(), shutdown.clone()));
         tasks.spawn(recarga_service::resolve::run_scheduler(
             app.svc.clone(),

@@ -46,7 +46,7 @@ pub fn open_redis(db: &DbConfig) -> anyhow::Result<Option<Arc<RedisLink>>> {
 /// Opens and migrates the configured database.
 pub async fn open_store(db: &DbConfig) -> anyhow::Result<Arc<dyn Store>> {
     let url = db.url();
-    let store = recarga_store::connect_with(&url, db.db_pool_max)
+    let store = recarga_store::connect_sized(&url, db.db_pool_max, db.db_worker_pool_max)
         .await
         .with_context(|| format!("cannot open the database ({})", redact_url(&url)))?;
     store.migrate().await.context("database migration failed")?;

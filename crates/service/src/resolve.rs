@@ -1,7 +1,10 @@
 //! The scheduler: lease rescue, outage expiry (`crate::expire`) and status queries.
 //!
-//! Every tick it rescues expired leases (a top-up whose worker died mid-call
-//! becomes UNKNOWN: it may have been delivered, so it is never resent) and
+//! Every tick it rescues the claims of dead processes (at once: another
+//! process's advisory lock came free on PostgreSQL, or this process started on
+//! SQLite; see `recarga_store::ProcessStore`) and expired leases (a top-up
+//! whose worker died mid-call becomes UNKNOWN: it may have been delivered, so
+//! it is never resent) and
 //! asks the upstream about UNKNOWN top-ups that are due; the pure
 //! `recarga_domain::classify_check` decides what an answer settles, with
 //! exponential backoff until the deadline, after which they wait for
@@ -61,14 +64,7 @@ pub async fn scheduler_tick(svc: &Services) -> Result<(), StoreError> {
     let health = svc.provider.health();
     crate::metrics::upstream_ok(health.ok);
     crate::metrics::upstream_state(&health.state);
-    for id in svc
-        .store
-        .rescue_expired(svc.settings.policy.unknown_deadline_ms)
-        .await?
-    {
-        tracing::warn!(id, "lease expired: top-up is UNKNOWN and will not be resent");
-        svc.hub.topup_changed(&id);
-    }
+    rescue(svc).await?;
     crate::expire::expire_never_sent(svc).await?;
     let due = svc
         .store
@@ -86,6 +82,24 @@ pub async fn scheduler_tick(svc: &Services) -> Result<(), StoreError> {
             Ok(Err(e)) => tracing::error!(error = %e, "recording a status query failed"),
             Err(e) => tracing::error!(error = %e, "a status query task panicked"),
         }
+    }
+    Ok(())
+}
+
+/// Claims nobody will finish become UNKNOWN (never resent): those of dead
+/// processes at once, then any whose lease expired.
+async fn rescue(svc: &Services) -> Result<(), StoreError> {
+    if let Err(e) = svc.store.heartbeat().await {
+        tracing::error!(error = %e, "keeping this process's membership alive failed");
+    }
+    let deadline = svc.settings.policy.unknown_deadline_ms;
+    for id in svc.store.rescue_orphans(deadline).await? {
+        tracing::warn!(id, "its process died: top-up is UNKNOWN and will not be resent");
+        svc.hub.topup_changed(&id);
+    }
+    for id in svc.store.rescue_expired(deadline).await? {
+        tracing::warn!(id, "lease expired: top-up is UNKNOWN and will not be resent");
+        svc.hub.topup_changed(&id);
     }
     Ok(())
 }

@@ -24,8 +24,9 @@ use tracing::Instrument;
 pub const CLAIM_BATCH_MAX: usize = 32;
 /// Idle re-check interval when no wake-up signal arrives (other replicas).
 pub const IDLE_POLL_MS: u64 = 500;
-/// Tries to write a finished attempt before leaving it to the lease rescue.
-pub const FINISH_WRITE_TRIES: u32 = 5;
+/// Longest pause between two tries of writing a finished attempt (ms); the
+/// tries go on until it is written or the lease is gone (see `record`).
+pub const FINISH_RETRY_MAX_MS: u64 = 5_000;
 /// Delay after a database error in a loop.
 pub const ERROR_BACKOFF_MS: u64 = 1_000;
 /// Slack of the outer bound of a call over the provider's own timeout: a
@@ -249,10 +250,18 @@ async fn call(svc: &Services, topup: &Topup) -> Attempt {
     })
 }
 
-/// Writes a finished attempt, retrying a failed write a few times; after
-/// that the lease rescue makes the top-up UNKNOWN (the answer stays in the logs).
+/// Writes a finished attempt. A failed write (a busy pool, a locked
+/// database) is retried until it is written or the lease is gone: the answer
+/// (a definite one carries Latcom's `transId`) exists only in memory and in
+/// the exchange log until then, and giving up would make a settled top-up
+/// UNKNOWN. The lease guard of the finish stays: once the top-up is no longer
+/// ours (or, for a definite answer, no longer ours nor UNKNOWN) nothing is
+/// written, and the UNKNOWN resolver settles it.
 async fn record(svc: &Services, finish: Finish) {
-    for attempt_no in 1..=FINISH_WRITE_TRIES {
+    // The lease was taken before the call, so it ends before this.
+    let lease_gone_at = tokio::time::Instant::now() + svc.settings.lease;
+    let mut failures = 0u32;
+    loop {
         match svc.finishes.submit(finish.clone()).await {
             Ok(Some(t)) => {
                 svc.hub.topup_changed(&t.id);
@@ -260,17 +269,44 @@ async fn record(svc: &Services, finish: Finish) {
                 if t.status == TopupStatus::Pending {
                     svc.hub.work_available();
                 }
+                if failures > 0 {
+                    tracing::info!(id = %t.id, failures, status = %t.status, "outcome written after failed tries");
+                }
                 return;
             }
             Ok(None) => {
-                tracing::warn!(id = %finish.topup_id, "lease lost before the outcome was written; answer kept as evidence");
+                tracing::warn!(id = %finish.topup_id, failures, "lease lost before the outcome was written; answer kept as evidence, the UNKNOWN resolver settles it");
                 return;
             }
             Err(e) => {
-                tracing::error!(id = %finish.topup_id, attempt_no, error = %e, "writing the outcome failed");
-                tokio::time::sleep(Duration::from_millis(ERROR_BACKOFF_MS * attempt_no as u64)).await;
+                failures += 1;
+                let pause = finish_retry_pause(failures);
+                if tokio::time::Instant::now() + pause >= lease_gone_at {
+                    tracing::error!(id = %finish.topup_id, failures, error = %e, outcome = ?finish.outcome, "outcome not written before the lease ran out; the rescue makes it UNKNOWN and the UNKNOWN resolver settles it");
+                    return;
+                }
+                tracing::error!(id = %finish.topup_id, failures, error = %e, retry_in_ms = pause.as_millis() as u64, "writing the outcome failed; retrying");
+                tokio::time::sleep(pause).await;
             }
         }
     }
-    tracing::error!(id = %finish.topup_id, "outcome not written; the lease rescue will make it UNKNOWN");
+}
+
+/// The pause after the `failures`-th failed write of an outcome: doubling
+/// from [`ERROR_BACKOFF_MS`], at most [`FINISH_RETRY_MAX_MS`].
+fn finish_retry_pause(failures: u32) -> Duration {
+    let doubled = ERROR_BACKOFF_MS.saturating_mul(1u64 << failures.saturating_sub(1).min(16));
+    Duration::from_millis(doubled.min(FINISH_RETRY_MAX_MS))
+}
+
+#[cfg(test)]
+mod record_tests {
+    use super::*;
+
+    #[test]
+    fn finish_retries_back_off_to_a_ceiling() {
+        let pauses: Vec<u64> = (1..=6).map(|n| finish_retry_pause(n).as_millis() as u64).collect();
+        assert_eq!(pauses, [1_000, 2_000, 4_000, 5_000, 5_000, 5_000]);
+        assert_eq!(finish_retry_pause(u32::MAX), Duration::from_millis(FINISH_RETRY_MAX_MS));
+    }
 }

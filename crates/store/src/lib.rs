@@ -15,6 +15,7 @@
 //! | `keys.rs` | [`KeyStore`] | API keys: issued, imported, rotated, revoked |
 //! | `topups.rs`, `accept.rs` | [`TopupStore`] | the accept transaction, top-up reads |
 //! | `queue.rs`, `finish.rs` | [`QueueStore`] | claims, upstream answers, rescue, status checks |
+//! | `processes.rs` | [`ProcessStore`] | the processes that claim work; a dead one's claims rescued at once |
 //! | `settle.rs` | [`SettleStore`] | capture / release, resolving UNKNOWN |
 //! | `audit.rs` | [`AuditStore`] | the ledger invariants |
 //! | `operators.rs` | [`OperatorStore`] | the pages' state: operators, sessions, login throttling, audit rows |
@@ -37,6 +38,7 @@ mod model;
 mod operators;
 mod ops;
 mod pg;
+mod processes;
 mod queue;
 mod settle;
 mod sqlite;
@@ -54,6 +56,7 @@ pub use model::*;
 pub use operators::*;
 pub use ops::*;
 pub use pg::PgStore;
+pub use processes::ProcessStore;
 pub use queue::QueueStore;
 pub use settle::{EXPIRED_NOT_SENT, SettleStore};
 pub use sqlite::SqliteStore;
@@ -146,6 +149,7 @@ pub trait Store:
     + AuditStore
     + OperatorStore
     + OpsStore
+    + ProcessStore
     + Send
     + Sync
     + 'static
@@ -163,6 +167,7 @@ impl<T> Store for T where
         + AuditStore
         + OperatorStore
         + OpsStore
+        + ProcessStore
         + Send
         + Sync
         + 'static
@@ -177,8 +182,16 @@ pub async fn connect(database_url: &str) -> Result<Arc<dyn Store>> {
 
 /// [`connect`] with an explicit PostgreSQL pool size (SQLite ignores it).
 pub async fn connect_with(database_url: &str, pg_pool_max: u32) -> Result<Arc<dyn Store>> {
+    connect_sized(database_url, pg_pool_max, pg::PG_WORKER_POOL_MAX).await
+}
+
+/// [`connect`] with explicit PostgreSQL pool sizes: the main pool and the
+/// workers' own (claims and finishes). SQLite ignores both.
+pub async fn connect_sized(database_url: &str, pg_pool_max: u32, pg_worker_pool_max: u32) -> Result<Arc<dyn Store>> {
     if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
-        Ok(Arc::new(PgStore::connect_with(database_url, pg_pool_max).await?))
+        Ok(Arc::new(
+            PgStore::connect_pools(database_url, pg_pool_max, pg_worker_pool_max).await?,
+        ))
     } else {
         let path = database_url.strip_prefix("sqlite://").unwrap_or(database_url);
         Ok(Arc::new(SqliteStore::open(std::path::Path::new(path)).await?))

@@ -1,14 +1,22 @@
 //! PostgreSQL: the system of record when running replicas.
 //!
-//! One pool serves reads and writes. Row locks (`FOR UPDATE`, and `SKIP
-//! LOCKED` when claiming work) let any number of processes share the queue.
+//! One pool serves reads and writes; the workers' claims and finishes have a
+//! small pool of their own, so an upstream answer is written even while the
+//! requests hold every connection of the main one. Row locks (`FOR UPDATE`,
+//! and `SKIP LOCKED` when claiming work) let any number of processes share
+//! the queue. A process that claims work also holds one more connection, for
+//! its advisory lock (see `processes.rs`).
 
+use crate::processes::Membership;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Connections per process; replicas multiply it, so keep it modest.
 pub const PG_POOL_MAX: u32 = 16;
+/// Connections per process reserved for the workers' claims and finishes.
+pub const PG_WORKER_POOL_MAX: u32 = 4;
 /// Notifications buffered between the listener and the process.
 pub const EVENT_BUFFER: usize = 4096;
 /// How long a request may wait for a free connection before failing.
@@ -17,6 +25,9 @@ pub const PG_ACQUIRE_TIMEOUT_S: u64 = 10;
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// The workers' own connections (claims and finishes).
+    workers: PgPool,
+    pub(crate) member: Arc<Membership<sqlx::PgConnection>>,
 }
 
 impl PgStore {
@@ -29,12 +40,26 @@ impl PgStore {
     /// Opens a pool of at most `max_connections` (replicas multiply it: keep
     /// replicas × this below the server's `max_connections`).
     pub async fn connect_with(url: &str, max_connections: u32) -> crate::Result<Self> {
+        Self::connect_pools(url, max_connections, PG_WORKER_POOL_MAX).await
+    }
+
+    /// Opens the main pool (at most `max_connections`) and the workers' own
+    /// (at most `worker_connections`, opened as they are needed).
+    pub async fn connect_pools(url: &str, max_connections: u32, worker_connections: u32) -> crate::Result<Self> {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(2))
             .acquire_timeout(Duration::from_secs(PG_ACQUIRE_TIMEOUT_S))
             .connect(url)
             .await?;
-        Ok(PgStore { pool })
+        let workers = PgPoolOptions::new()
+            .max_connections(worker_connections.max(1))
+            .acquire_timeout(Duration::from_secs(PG_ACQUIRE_TIMEOUT_S))
+            .connect_lazy_with((*pool.connect_options()).clone());
+        Ok(PgStore {
+            pool,
+            workers,
+            member: Arc::default(),
+        })
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -51,6 +76,11 @@ impl PgStore {
 
     async fn begin(&self) -> crate::Result<Transaction<'static, Postgres>> {
         Ok(self.pool.begin().await?)
+    }
+
+    /// A write transaction on the workers' own pool.
+    async fn begin_work(&self) -> crate::Result<Transaction<'static, Postgres>> {
+        Ok(self.workers.begin().await?)
     }
 
     /// Forwards `recarga_work` / `recarga_topup` notifications. The listener
@@ -118,5 +148,10 @@ crate::queue::impl_queue!(PgStore, sqlx::PgConnection, skip_locked = "FOR UPDATE
 crate::finish::impl_finish!(PgStore, sqlx::PgConnection);
 crate::settle::impl_settle!(PgStore, sqlx::PgConnection);
 crate::audit::impl_audit!(PgStore);
+crate::processes::impl_processes!(
+    PgStore,
+    dead = "SELECT id FROM processes
+            WHERE id <> $1 AND pg_try_advisory_xact_lock(1380143687, (id % 2147483647)::int4) ORDER BY id"
+);
 crate::operators::impl_operators!(PgStore, Postgres);
 crate::ops::impl_ops!(PgStore, Postgres);

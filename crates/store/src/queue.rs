@@ -1,6 +1,7 @@
 //! The queue: claiming PENDING top-ups with a lease, recording what the
 //! upstream answered (group commit: many answers in one transaction, each
-//! guarded by its lease), rescuing expired leases as UNKNOWN (never resent),
+//! guarded by its lease), rescuing expired leases as UNKNOWN (never resent;
+//! a dead process's claims are rescued sooner, see `processes.rs`),
 //! and scheduling the status queries of UNKNOWN top-ups. The worker and the
 //! scheduler in `recarga-service` drive it.
 
@@ -48,7 +49,7 @@ macro_rules! impl_queue {
                 let now = $crate::now_ms();
                 // A token per claim, so the events below name exactly this batch.
                 let token = format!("{owner}/{}", uuid::Uuid::now_v7().simple());
-                let mut tx = self.begin().await?;
+                let mut tx = self.begin_work().await?;
                 // The pick is a MATERIALIZED CTE so it runs exactly once: as a
                 // plain `IN (SELECT … LIMIT n)` PostgreSQL may re-run the limited
                 // subquery per outer row and claim far more than `limit`.
@@ -59,13 +60,14 @@ macro_rules! impl_queue {
                     $sl,
                     ")
                      UPDATE topups SET status = 'PROCESSING', lease_owner = $1, lease_until = $2,
-                        attempts = attempts + 1, sends = sends + 1, updated_at = $3
+                        attempts = attempts + 1, sends = sends + 1, updated_at = $3, lease_process = $5
                      WHERE status = 'PENDING' AND id IN (SELECT id FROM picked) RETURNING *"
                 ))
                 .bind(&token)
                 .bind(now + lease_ms)
                 .bind(now)
                 .bind(limit)
+                .bind(self.member.id())
                 .fetch_all(&mut *tx)
                 .await?;
                 if !rows.is_empty() {
@@ -95,7 +97,7 @@ macro_rules! impl_queue {
                         .cmp(&(batch[b].customer_id.as_str(), batch[b].topup_id.as_str()))
                 });
                 let mut answers: Vec<Option<$crate::Topup>> = batch.iter().map(|_| None).collect();
-                let mut tx = self.begin().await?;
+                let mut tx = self.begin_work().await?;
                 for i in order {
                     answers[i] = Self::finish_in(&mut tx, &batch[i], now).await?;
                 }

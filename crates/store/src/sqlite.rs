@@ -7,9 +7,11 @@
 //! when another process, such as the operator CLI, writes too). Reads use a
 //! separate pool and see the last commit through WAL.
 
+use crate::processes::Membership;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, Transaction};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Read connections; SQLite readers do not block each other under WAL.
@@ -23,6 +25,7 @@ pub const SQLITE_ACQUIRE_TIMEOUT_S: u64 = 30;
 pub struct SqliteStore {
     writer: SqlitePool,
     readers: SqlitePool,
+    pub(crate) member: Arc<Membership<()>>,
 }
 
 impl SqliteStore {
@@ -50,7 +53,11 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(SQLITE_ACQUIRE_TIMEOUT_S))
             .connect_with(options.read_only(false))
             .await?;
-        Ok(SqliteStore { writer, readers })
+        Ok(SqliteStore {
+            writer,
+            readers,
+            member: Arc::default(),
+        })
     }
 
     fn read(&self) -> &SqlitePool {
@@ -61,8 +68,13 @@ impl SqliteStore {
         &self.writer
     }
 
-    async fn begin(&self) -> crate::Result<Transaction<'static, Sqlite>> {
+    pub(crate) async fn begin(&self) -> crate::Result<Transaction<'static, Sqlite>> {
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// The workers' write transaction: SQLite has one writer for everyone.
+    async fn begin_work(&self) -> crate::Result<Transaction<'static, Sqlite>> {
+        self.begin().await
     }
 
     /// SQLite has no notifications: other processes on the same file poll.
@@ -108,5 +120,11 @@ crate::queue::impl_queue!(SqliteStore, sqlx::SqliteConnection, skip_locked = "")
 crate::finish::impl_finish!(SqliteStore, sqlx::SqliteConnection);
 crate::settle::impl_settle!(SqliteStore, sqlx::SqliteConnection);
 crate::audit::impl_audit!(SqliteStore);
+crate::processes::impl_processes!(
+    SqliteStore,
+    dead = "SELECT DISTINCT lease_process FROM topups
+            WHERE status = 'PROCESSING' AND lease_process IS NOT NULL AND lease_process <> $1
+              AND lease_process NOT IN (SELECT id FROM processes)"
+);
 crate::operators::impl_operators!(SqliteStore, Sqlite);
 crate::ops::impl_ops!(SqliteStore, Sqlite);

@@ -19,5 +19,6 @@ mod observability;
 mod openapi;
 mod process;
 mod replicas;
+mod rescue;
 mod upstream_safety;
 mod web;
