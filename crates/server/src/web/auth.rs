@@ -398,10 +398,20 @@ fn page_with(status: StatusCode, html: String, cookies: Vec<HeaderValue>) -> Res
     res
 }
 
-/// `next` only ever leads to a page of this site.
-fn safe_next(next: &str) -> String {
-    let ok = next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') && !next.contains("://");
-    if ok { next.to_string() } else { "/admin".into() }
+/// The pages a login may lead back to (the operator pages).
+pub const NEXT_ROOTS: [&str; 2] = ["/admin", "/queue"];
+
+/// `next` only ever leads to a known page of this site: printable ASCII
+/// without spaces or backslashes (browsers drop tabs and newlines and read
+/// `\` as `/`, so `/%09/evil.example` would become `//evil.example`), whose
+/// path is one of [`NEXT_ROOTS`] or below one. Anything else is the overview.
+pub fn safe_next(next: &str) -> String {
+    let printable = next.bytes().all(|b| b.is_ascii_graphic() && b != b'\\');
+    let path = next.split(['?', '#']).next().unwrap_or("");
+    let known = NEXT_ROOTS
+        .iter()
+        .any(|root| path.strip_prefix(root).is_some_and(|rest| rest.is_empty() || rest.starts_with('/')));
+    if printable && known { next.to_string() } else { "/admin".into() }
 }
 
 #[derive(Deserialize)]
@@ -645,7 +655,20 @@ mod tests {
     #[test]
     fn next_stays_on_this_site() {
         assert_eq!(safe_next("/admin/customers?x=1"), "/admin/customers?x=1");
-        for bad in ["//evil.example", "https://evil.example", "/\\evil", "", "admin"] {
+        assert_eq!(safe_next("/queue"), "/queue");
+        for bad in [
+            "//evil.example",
+            "https://evil.example",
+            "/\\evil",
+            "",
+            "admin",
+            "/\t/evil.example",
+            "/\r\n/evil.example",
+            "/ /evil.example",
+            "/administrator",
+            "/dashboard",
+            "/nowhere",
+        ] {
             assert_eq!(safe_next(bad), "/admin", "{bad}");
         }
     }
