@@ -15,5 +15,6 @@ pub mod ratelimit;
 pub mod redis_link;
 pub mod serve;
 pub mod state;
+pub mod throttle;
 pub mod views;
 pub mod web;

@@ -93,6 +93,9 @@ pub trait OperatorStore {
     /// Counts a failure and, past the threshold, locks the name.
     async fn record_login_failure(&self, key: &str, now_ms: i64, policy: &LockoutPolicy) -> Result<LoginThrottle>;
     async fn clear_login_failures(&self, key: &str) -> Result<()>;
+    /// Removes failure rows whose last failure is before `idle_before_ms`
+    /// and that hold no lock at `now_ms`; returns how many.
+    async fn purge_login_failures(&self, idle_before_ms: i64, now_ms: i64) -> Result<u64>;
 
     /// Writes one audit row (logins, logouts, operator accounts).
     async fn append_audit(&self, actor: &str, action: &str, subject: Option<&str>, reason: Option<&str>) -> Result<()>;
@@ -268,6 +271,20 @@ macro_rules! impl_operators {
                     .await?;
                 tx.commit().await?;
                 Ok(())
+            }
+
+            async fn purge_login_failures(&self, idle_before_ms: i64, now_ms: i64) -> $crate::Result<u64> {
+                let mut tx = self.begin().await?;
+                let done = sqlx::query(
+                    "DELETE FROM login_failures
+                     WHERE last_failure_at < $1 AND (locked_until IS NULL OR locked_until <= $2)",
+                )
+                .bind(idle_before_ms)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(done.rows_affected())
             }
 
             async fn append_audit(

@@ -420,7 +420,7 @@ async fn repeated_failed_logins_lock_the_name_in_the_database() {
         // The lock lives in the database (every replica sees it): 30 s first.
         let state = t
             .store()
-            .login_throttle("operator:lock@example.com")
+            .login_throttle("operator:127.0.0.1:lock@example.com")
             .await
             .expect("throttle");
         assert_eq!(state.failures, 5);
@@ -429,7 +429,11 @@ async fn repeated_failed_logins_lock_the_name_in_the_database() {
         // A sixth failure doubles it.
         let again = t
             .store()
-            .record_login_failure("operator:lock@example.com", recarga_store::now_ms(), &auth::LOCKOUT)
+            .record_login_failure(
+                "operator:127.0.0.1:lock@example.com",
+                recarga_store::now_ms(),
+                &auth::LOCKOUT,
+            )
             .await
             .expect("failure");
         let wait = again.locked_until.expect("locked") - recarga_store::now_ms();

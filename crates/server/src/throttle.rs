@@ -1,0 +1,181 @@
+//! Guessing and flooding the doors that take secrets: the login forms and
+//! the `x-admin-key` header.
+//!
+//! - Failed attempts are counted in the database per (source address, name):
+//!   `operator:<ip>:<email>`, `customer:<ip>:<id>`, `admin-key:<ip>` ([`failure_key`]),
+//!   so a stranger cannot keep a name (the break-glass `admin`, a customer
+//!   id) locked for its owner, and every replica sees the count. From the
+//!   fifth failure within an hour the pair is locked for 30 s, doubling up
+//!   to an hour ([`LOCKOUT`]). The source address is the one the API uses
+//!   (`http::extract::client_ip`: the socket peer, or what a trusted proxy forwarded).
+//! - Rows idle for longer than the window are purged while failures are
+//!   recorded, at most once per [`PURGE_EVERY_MS`] per process.
+//! - Login attempts of any name are limited per source address
+//!   (`RECARGA_LOGIN_PER_IP_PER_MIN`, shared by replicas through Redis when it is up).
+//! - Password checks (argon2, 19 MiB of memory each) run in at most
+//!   `RECARGA_LOGIN_HASH_CONCURRENCY` blocking tasks at once; a login that
+//!   waits longer than [`HASH_WAIT`] for a slot is answered "busy".
+
+use crate::state::App;
+use recarga_service::operators;
+use recarga_store::LockoutPolicy;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+
+/// Five failures within an hour lock the (address, name) pair for 30 s, doubling up to 1 h.
+pub const LOCKOUT: LockoutPolicy = LockoutPolicy {
+    threshold: 5,
+    base_ms: 30_000,
+    max_ms: 3_600_000,
+    window_ms: 3_600_000,
+};
+/// Failure rows are purged at most this often per process.
+pub const PURGE_EVERY_MS: i64 = 60_000;
+/// Longest a login waits for a password-checking slot.
+pub const HASH_WAIT: Duration = Duration::from_secs(10);
+/// The per-address login window (s).
+pub const LOGIN_WINDOW_S: u64 = 60;
+
+/// What the throttles of one process hold.
+pub struct Guards {
+    /// Slots for password checks (argon2).
+    hash_slots: Arc<Semaphore>,
+    /// When this process last purged old failure rows (ms).
+    last_purge: AtomicI64,
+}
+
+impl Guards {
+    pub fn new(hash_concurrency: usize) -> Self {
+        Guards {
+            hash_slots: Arc::new(Semaphore::new(hash_concurrency.max(1))),
+            last_purge: AtomicI64::new(0),
+        }
+    }
+}
+
+/// Whether a name may be tried now.
+pub enum Throttle {
+    Open,
+    Locked { wait_s: i64 },
+}
+
+/// The row that counts failures of `name` from `ip` at the door `kind`.
+pub fn failure_key(kind: &str, ip: Option<IpAddr>, name: &str) -> String {
+    let ip = ip
+        .map(|ip| recarga_domain::netlist::canonical_ip(ip).to_string())
+        .unwrap_or_else(|| "unknown".into());
+    if name.is_empty() {
+        format!("{kind}:{ip}")
+    } else {
+        format!("{kind}:{ip}:{name}")
+    }
+}
+
+fn locked(until: Option<i64>, now: i64) -> Throttle {
+    match until {
+        Some(until) if until > now => Throttle::Locked {
+            wait_s: (until - now + 999) / 1000,
+        },
+        _ => Throttle::Open,
+    }
+}
+
+/// Whether `key` is locked now.
+pub async fn state(app: &App, key: &str) -> recarga_store::Result<Throttle> {
+    let state = app.store.login_throttle(key).await?;
+    Ok(locked(state.locked_until, recarga_store::now_ms()))
+}
+
+/// Counts a failure of `key` (audited when it locks), and purges old rows.
+pub async fn count_failure(app: &App, key: &str) -> recarga_store::Result<Throttle> {
+    let now = recarga_store::now_ms();
+    purge_old(app, now).await;
+    let state = app.store.record_login_failure(key, now, &LOCKOUT).await?;
+    let throttle = locked(state.locked_until, now);
+    if let Throttle::Locked { .. } = throttle
+        && let Err(e) = app
+            .store
+            .append_audit(
+                "system",
+                "login.locked",
+                Some(key),
+                Some(&format!("{} failed attempts", state.failures)),
+            )
+            .await
+    {
+        tracing::warn!(error = %e, "auditing a lockout failed");
+    }
+    Ok(throttle)
+}
+
+/// Forgets failures idle for longer than the window (at most once per
+/// [`PURGE_EVERY_MS`] per process).
+async fn purge_old(app: &App, now: i64) {
+    let last = app.guards.last_purge.load(Ordering::Relaxed);
+    if now - last < PURGE_EVERY_MS
+        || app
+            .guards
+            .last_purge
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+    {
+        return;
+    }
+    match app.store.purge_login_failures(now - LOCKOUT.window_ms, now).await {
+        Ok(n) if n > 0 => tracing::debug!(rows = n, "purged old login failures"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "purging old login failures failed"),
+    }
+}
+
+/// Counts a login attempt from `ip`; `false` when the address is over
+/// `RECARGA_LOGIN_PER_IP_PER_MIN`.
+pub async fn login_attempt_allowed(app: &App, ip: Option<IpAddr>) -> bool {
+    let bucket = failure_key("login", ip, "");
+    match app
+        .window_hit(&bucket, app.config.login_per_ip_per_min, LOGIN_WINDOW_S)
+        .await
+    {
+        Some(decision) => decision.allowed,
+        None => true,
+    }
+}
+
+/// The password-checking slots are all taken for longer than [`HASH_WAIT`].
+#[derive(Debug)]
+pub struct Busy;
+
+/// Whether `password` matches the PHC string `stored`, checked in a bounded
+/// number of blocking tasks. The slot is held until the check ends, even if
+/// the request that asked has gone.
+pub async fn check_password(app: &App, password: String, stored: String) -> Result<bool, Busy> {
+    let slot = tokio::time::timeout(HASH_WAIT, app.guards.hash_slots.clone().acquire_owned())
+        .await
+        .map_err(|_| Busy)?
+        .map_err(|_| Busy)?;
+    let checked = tokio::task::spawn_blocking(move || {
+        let matches = operators::verify_password(&password, &stored);
+        drop(slot);
+        matches
+    })
+    .await;
+    Ok(checked.unwrap_or(false))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_keys_name_the_address() {
+        let ip: IpAddr = "203.0.113.9".parse().expect("ip");
+        assert_eq!(failure_key("operator", Some(ip), "a@b.c"), "operator:203.0.113.9:a@b.c");
+        assert_eq!(failure_key("admin-key", Some(ip), ""), "admin-key:203.0.113.9");
+        assert_eq!(failure_key("customer", None, "C1"), "customer:unknown:C1");
+        let mapped: IpAddr = "::ffff:203.0.113.9".parse().expect("ip");
+        assert_eq!(failure_key("admin-key", Some(mapped), ""), "admin-key:203.0.113.9");
+    }
+}
