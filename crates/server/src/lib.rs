@@ -10,6 +10,7 @@
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod listen;
 pub mod metrics;
 pub mod ratelimit;
 pub mod redis_link;

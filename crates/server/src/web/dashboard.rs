@@ -208,9 +208,16 @@ struct Pusher {
     first: bool,
     /// The usage line and when it was counted.
     usage: Option<(std::time::Instant, String)>,
+    /// Held while the stream lives.
+    _place: super::live::StreamPlace,
 }
 
-async fn events(State(app): State<App>, headers: HeaderMap, Query(mut f): Query<Search>) -> Response {
+async fn events(
+    State(app): State<App>,
+    axum::Extension(pages): axum::Extension<std::sync::Arc<super::PagesState>>,
+    headers: HeaderMap,
+    Query(mut f): Query<Search>,
+) -> Response {
     let Some(me) = super::auth::customer(&app, &headers).await else {
         return (StatusCode::UNAUTHORIZED, "log in at /dashboard/login").into_response();
     };
@@ -218,6 +225,19 @@ async fn events(State(app): State<App>, headers: HeaderMap, Query(mut f): Query<
     if let Err(e) = f.search(me.customer_id()) {
         return e.into_response();
     }
+    let caps = [
+        (
+            format!("session:{}", me.session.id),
+            app.config.live_streams_per_session,
+        ),
+        (
+            format!("customer:{}", me.customer_id()),
+            app.config.live_streams_per_customer,
+        ),
+    ];
+    let Some(place) = pages.streams.take(&caps) else {
+        return super::live::too_many();
+    };
     let start = Pusher {
         events: app.hub.subscribe(),
         app,
@@ -228,6 +248,7 @@ async fn events(State(app): State<App>, headers: HeaderMap, Query(mut f): Query<
         last: String::new(),
         first: true,
         usage: None,
+        _place: place,
     };
     let stream = futures_util::stream::unfold(start, |mut p| async move {
         loop {

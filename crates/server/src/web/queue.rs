@@ -240,6 +240,8 @@ struct Pusher {
     events: tokio::sync::broadcast::Receiver<String>,
     expires_at: i64,
     first: bool,
+    /// Held while the stream lives.
+    _place: super::live::StreamPlace,
 }
 
 async fn events(
@@ -250,12 +252,20 @@ async fn events(
     let Some(op) = super::auth::operator(&app, &headers).await else {
         return (StatusCode::UNAUTHORIZED, "log in at /admin/login").into_response();
     };
+    let caps = [(
+        format!("session:{}", op.session.id),
+        app.config.live_streams_per_session,
+    )];
+    let Some(place) = pages.streams.take(&caps) else {
+        return super::live::too_many();
+    };
     let start = Pusher {
         events: app.hub.subscribe(),
         app,
         pages,
         expires_at: op.session.expires_at,
         first: true,
+        _place: place,
     };
     let stream = futures_util::stream::unfold(start, |mut p| async move {
         if recarga_store::now_ms() >= p.expires_at {

@@ -97,7 +97,12 @@ impl Browser {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
-        for c in res.headers().get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()) {
+        for c in res
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+        {
             let pair = c.split(';').next().unwrap_or("");
             if let Some((k, v)) = pair.split_once('=') {
                 if v.is_empty() || c.contains("Max-Age=0") {
@@ -132,7 +137,12 @@ impl Browser {
         let csrf = form.csrf();
         self.post(
             "/admin/login",
-            &[("csrf", &csrf), ("email", email), ("password", password), ("next", next)],
+            &[
+                ("csrf", &csrf),
+                ("email", email),
+                ("password", password),
+                ("next", next),
+            ],
         )
         .await
     }
@@ -273,7 +283,10 @@ async fn failed_logins_lock_an_address_and_name_not_the_name() {
         let res = owner.login("admin", t.app.admin_key.as_str()).await;
         assert_eq!(res.status, StatusCode::SEE_OTHER, "{setup:?}: {}", res.text);
         let mut owner = Browser::from(&t.base, "198.51.100.7");
-        assert_eq!(owner.login("pair@example.com", PASSWORD).await.status, StatusCode::SEE_OTHER);
+        assert_eq!(
+            owner.login("pair@example.com", PASSWORD).await.status,
+            StatusCode::SEE_OTHER
+        );
         let mut customer = Browser::from(&t.base, "198.51.100.8");
         assert_eq!(
             customer.dashboard_login("PAIR_C", &key).await.status,
@@ -377,7 +390,11 @@ async fn old_login_failure_rows_are_purged() {
         let t = gateway(setup, vec![]).await;
         let long_ago = recarga_store::now_ms() - 2 * 3_600_000;
         t.store()
-            .record_login_failure("operator:192.0.2.1:old@example.com", long_ago, &recarga_server::web::auth::LOCKOUT)
+            .record_login_failure(
+                "operator:192.0.2.1:old@example.com",
+                long_ago,
+                &recarga_server::web::auth::LOCKOUT,
+            )
             .await
             .expect("old failure");
         let mut b = Browser::from(&t.base, "203.0.113.40");
@@ -432,25 +449,45 @@ async fn operator_lifecycle_from_the_command_line() {
         let t = gateway(setup, vec![]).await;
         operator(&t, "life@example.com", "admin").await;
         let mut b = Browser::new(&t.base);
-        assert_eq!(b.login("life@example.com", PASSWORD).await.status, StatusCode::SEE_OTHER);
+        assert_eq!(
+            b.login("life@example.com", PASSWORD).await.status,
+            StatusCode::SEE_OTHER
+        );
         assert_eq!(b.get("/admin").await.status, StatusCode::OK);
         let live = open_stream(&b, "/queue/events").await;
         assert_eq!(live.status(), StatusCode::OK);
 
         // Disabled: the open session and the open stream end, logins are refused.
-        let out = cli_ok(&t, &["admin", "disable", "--email", "life@example.com", "--actor", "sec"]).await;
+        let out = cli_ok(
+            &t,
+            &["admin", "disable", "--email", "life@example.com", "--actor", "sec"],
+        )
+        .await;
         assert_eq!(out["active"], false, "{out}");
-        assert!(stream_ends(live, Duration::from_secs(10)).await, "{setup:?}: stream survived");
+        assert!(
+            stream_ends(live, Duration::from_secs(10)).await,
+            "{setup:?}: stream survived"
+        );
         let res = b.get("/admin").await;
         assert_eq!(res.status, StatusCode::SEE_OTHER, "{setup:?}");
         assert!(res.location.starts_with("/admin/login"));
         let mut b = Browser::new(&t.base);
-        assert_eq!(b.login("life@example.com", PASSWORD).await.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            b.login("life@example.com", PASSWORD).await.status,
+            StatusCode::UNAUTHORIZED
+        );
 
         // Enabled again, then made a viewer: an open session loses the right to change.
         cli_ok(&t, &["admin", "enable", "--email", "life@example.com"]).await;
-        assert_eq!(b.login("life@example.com", PASSWORD).await.status, StatusCode::SEE_OTHER);
-        let out = cli_ok(&t, &["admin", "set-role", "--email", "life@example.com", "--role", "viewer"]).await;
+        assert_eq!(
+            b.login("life@example.com", PASSWORD).await.status,
+            StatusCode::SEE_OTHER
+        );
+        let out = cli_ok(
+            &t,
+            &["admin", "set-role", "--email", "life@example.com", "--role", "viewer"],
+        )
+        .await;
         assert_eq!(out["role"], "viewer");
         let page = b.get("/admin/customers/new").await;
         let csrf = page.csrf();
@@ -468,18 +505,37 @@ async fn operator_lifecycle_from_the_command_line() {
         let fresh = out["password"].as_str().expect("a generated password").to_string();
         assert_eq!(b.get("/admin").await.status, StatusCode::SEE_OTHER);
         let mut b = Browser::new(&t.base);
-        assert_eq!(b.login("life@example.com", PASSWORD).await.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            b.login("life@example.com", PASSWORD).await.status,
+            StatusCode::UNAUTHORIZED
+        );
         assert_eq!(b.login("life@example.com", &fresh).await.status, StatusCode::SEE_OTHER);
 
         // Refusals: an unknown operator, a bad role.
         let out = cli(&t, &["admin", "disable", "--email", "nobody@example.com"]).await;
         assert!(!out.ok() && out.json["error"].is_string(), "{out:?}");
-        let out = cli(&t, &["admin", "set-role", "--email", "life@example.com", "--role", "root"]).await;
+        let out = cli(
+            &t,
+            &["admin", "set-role", "--email", "life@example.com", "--role", "root"],
+        )
+        .await;
         assert!(!out.ok(), "{out:?}");
 
-        let audit = t.store().audit_entries(Some("life@example.com"), None, 50).await.expect("audit");
-        for action in ["operator.disable", "operator.enable", "operator.set_role", "operator.reset_password"] {
-            assert!(audit.iter().any(|a| a.action == action), "{setup:?}: no {action}: {audit:?}");
+        let audit = t
+            .store()
+            .audit_entries(Some("life@example.com"), None, 50)
+            .await
+            .expect("audit");
+        for action in [
+            "operator.disable",
+            "operator.enable",
+            "operator.set_role",
+            "operator.reset_password",
+        ] {
+            assert!(
+                audit.iter().any(|a| a.action == action),
+                "{setup:?}: no {action}: {audit:?}"
+            );
         }
         assert!(audit.iter().any(|a| a.action == "operator.disable" && a.actor == "sec"));
         t.stop().await;
@@ -494,11 +550,20 @@ async fn operator_lifecycle_in_the_panel() {
         operator(&t, "peer@example.com", "admin").await;
         operator(&t, "look@example.com", "viewer").await;
         let mut boss = Browser::new(&t.base);
-        assert_eq!(boss.login("boss@example.com", PASSWORD).await.status, StatusCode::SEE_OTHER);
+        assert_eq!(
+            boss.login("boss@example.com", PASSWORD).await.status,
+            StatusCode::SEE_OTHER
+        );
         let mut peer = Browser::new(&t.base);
-        assert_eq!(peer.login("peer@example.com", PASSWORD).await.status, StatusCode::SEE_OTHER);
+        assert_eq!(
+            peer.login("peer@example.com", PASSWORD).await.status,
+            StatusCode::SEE_OTHER
+        );
         let mut look = Browser::new(&t.base);
-        assert_eq!(look.login("look@example.com", PASSWORD).await.status, StatusCode::SEE_OTHER);
+        assert_eq!(
+            look.login("look@example.com", PASSWORD).await.status,
+            StatusCode::SEE_OTHER
+        );
 
         let page = boss.get("/admin/operators").await;
         assert_eq!(page.status, StatusCode::OK, "{setup:?}: {}", page.text);
@@ -514,7 +579,9 @@ async fn operator_lifecycle_in_the_panel() {
             .await;
         assert_eq!(res.status, StatusCode::FORBIDDEN);
         // Without the form's token nothing changes either.
-        let res = boss.post("/admin/operators/peer@example.com/disable", &[("csrf", "x")]).await;
+        let res = boss
+            .post("/admin/operators/peer@example.com/disable", &[("csrf", "x")])
+            .await;
         assert_eq!(res.status, StatusCode::FORBIDDEN);
         assert_eq!(peer.get("/admin").await.status, StatusCode::OK);
 
@@ -546,14 +613,30 @@ async fn operator_lifecycle_in_the_panel() {
             .await;
         assert_eq!(res.status, StatusCode::OK, "{setup:?}: {}", res.text);
         assert!(res.text.contains("id=\"new-password\""), "{}", res.text);
-        let op = t.store().get_operator("look@example.com").await.expect("read").expect("op");
+        let op = t
+            .store()
+            .get_operator("look@example.com")
+            .await
+            .expect("read")
+            .expect("op");
         assert_eq!(op.role, "admin");
-        assert_eq!(look.get("/admin").await.status, StatusCode::SEE_OTHER, "password reset ends sessions");
+        assert_eq!(
+            look.get("/admin").await.status,
+            StatusCode::SEE_OTHER,
+            "password reset ends sessions"
+        );
 
         let audit = t.store().audit_entries(None, None, 100).await.expect("audit");
-        for action in ["operator.disable", "operator.enable", "operator.set_role", "operator.reset_password"] {
+        for action in [
+            "operator.disable",
+            "operator.enable",
+            "operator.set_role",
+            "operator.reset_password",
+        ] {
             assert!(
-                audit.iter().any(|a| a.action == action && a.actor == "boss@example.com"),
+                audit
+                    .iter()
+                    .any(|a| a.action == action && a.actor == "boss@example.com"),
                 "{setup:?}: no {action} by boss: {audit:?}"
             );
         }
@@ -586,8 +669,14 @@ async fn logout_ends_the_live_streams() {
             c.post("/dashboard/logout", &[("csrf", &csrf)]).await.status,
             StatusCode::SEE_OTHER
         );
-        assert!(stream_ends(live, Duration::from_secs(10)).await, "{setup:?}: queue stream");
-        assert!(stream_ends(dash, Duration::from_secs(10)).await, "{setup:?}: dashboard stream");
+        assert!(
+            stream_ends(live, Duration::from_secs(10)).await,
+            "{setup:?}: queue stream"
+        );
+        assert!(
+            stream_ends(dash, Duration::from_secs(10)).await,
+            "{setup:?}: dashboard stream"
+        );
         t.stop().await;
     }
 }
@@ -628,17 +717,26 @@ async fn slow_headers_and_slow_bodies_are_cut_off() {
         .await;
         // Slowloris: headers that never end.
         let mut slow = raw(&t.base, b"GET /health HTTP/1.1\r\nHost: x\r\nX-a: 1\r\n").await;
-        assert!(closed_within(&mut slow, Duration::from_secs(5)).await, "{setup:?}: headers");
+        assert!(
+            closed_within(&mut slow, Duration::from_secs(5)).await,
+            "{setup:?}: headers"
+        );
         // An idle keep-alive connection is not kept forever either.
         let mut idle = raw(&t.base, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").await;
-        assert!(closed_within(&mut idle, Duration::from_secs(5)).await, "{setup:?}: idle");
+        assert!(
+            closed_within(&mut idle, Duration::from_secs(5)).await,
+            "{setup:?}: idle"
+        );
         // A body that never arrives.
         let mut body = raw(
             &t.base,
             b"POST /admin/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nemail=a",
         )
         .await;
-        assert!(closed_within(&mut body, Duration::from_secs(5)).await, "{setup:?}: body");
+        assert!(
+            closed_within(&mut body, Duration::from_secs(5)).await,
+            "{setup:?}: body"
+        );
         let res = t.http.get(format!("{}/health", t.base)).send().await.expect("health");
         assert_eq!(res.status(), StatusCode::OK);
         t.stop().await;
@@ -685,7 +783,10 @@ async fn live_streams_are_capped_per_session_and_per_customer() {
         .await;
         operator(&t, "many@example.com", "viewer").await;
         let mut b = Browser::new(&t.base);
-        assert_eq!(b.login("many@example.com", PASSWORD).await.status, StatusCode::SEE_OTHER);
+        assert_eq!(
+            b.login("many@example.com", PASSWORD).await.status,
+            StatusCode::SEE_OTHER
+        );
         let q1 = open_stream(&b, "/queue/events").await;
         let q2 = open_stream(&b, "/queue/events").await;
         assert_eq!((q1.status(), q2.status()), (StatusCode::OK, StatusCode::OK));
@@ -702,7 +803,10 @@ async fn live_streams_are_capped_per_session_and_per_customer() {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert!(again.is_some(), "{setup:?}: the closed stream's place was not given back");
+        assert!(
+            again.is_some(),
+            "{setup:?}: the closed stream's place was not given back"
+        );
 
         let (_, key) = t.customer("MANY_C", "10").await;
         let mut c1 = Browser::new(&t.base);
@@ -730,9 +834,16 @@ async fn serve_binary(extra: &[(&str, &str)]) -> (crate::common::procs::Proc, St
     let work = recarga_store::testing::temp_dir("access-bin");
     let data = work.join("data");
     let mut create = recarga(&work);
-    create
-        .env("RECARGA_DATA_DIR", &data)
-        .args(["customer", "create", "--id", "FLOOD_API", "--name", "Flood", "--credit", "100"]);
+    create.env("RECARGA_DATA_DIR", &data).args([
+        "customer",
+        "create",
+        "--id",
+        "FLOOD_API",
+        "--name",
+        "Flood",
+        "--credit",
+        "100",
+    ]);
     let out = run(create).await;
     assert!(out.ok(), "{out:?}");
     let key = out.json["api_key"].as_str().expect("key").to_string();
@@ -815,13 +926,20 @@ async fn running_binary_survives_a_login_flood_and_slow_clients() {
         .count();
     assert_eq!(refused, FLOOD_LOGINS, "{answers:?}");
     let peak = proc.peak_rss_kib().expect("VmHWM");
-    assert!(peak < FLOOD_RSS_MAX_KIB, "peak RSS {} MiB during the flood", peak / 1024);
+    assert!(
+        peak < FLOOD_RSS_MAX_KIB,
+        "peak RSS {} MiB during the flood",
+        peak / 1024
+    );
 
     // Slowloris: cut off within the header timeout (2 s), with some slack.
     let mut slow = raw(&base, b"GET /health HTTP/1.1\r\nHost: x\r\n").await;
     let started = std::time::Instant::now();
     assert!(closed_within(&mut slow, Duration::from_secs(4)).await, "slowloris kept");
-    assert!(started.elapsed() >= Duration::from_millis(1_500), "cut before the timeout");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1_500),
+        "cut before the timeout"
+    );
 
     // An off-site `next` is refused.
     let mut b = Browser::new(&base);
