@@ -219,11 +219,44 @@ async fn load_session(app: &App, headers: &HeaderMap, name: &str, kind: &str) ->
     (session.kind == kind).then_some(session)
 }
 
-/// The operator session of a request, if any.
+/// The operator session of a request, if any and its operator is still
+/// active; the role is the account's current one.
 pub async fn operator(app: &App, headers: &HeaderMap) -> Option<OperatorSession> {
-    load_session(app, headers, ADMIN_COOKIE, "operator")
+    let session = load_session(app, headers, ADMIN_COOKIE, "operator").await?;
+    current_operator(app, session)
         .await
         .map(|session| OperatorSession { session })
+}
+
+/// `session` with its operator's current role, or `None` if the account is
+/// gone or disabled (break-glass sessions have no account).
+async fn current_operator(app: &App, mut session: WebSession) -> Option<WebSession> {
+    if session.subject == BREAK_GLASS_ACTOR {
+        return Some(session);
+    }
+    match app.store.get_operator(&session.subject).await {
+        Ok(Some(op)) if op.active => {
+            session.role = op.role;
+            Some(session)
+        }
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading an operator failed");
+            None
+        }
+    }
+}
+
+/// Whether a live stream opened under `session` may go on: the session was
+/// not logged out or ended, and an operator's account is still active.
+pub async fn session_still_open(app: &App, session: &WebSession) -> bool {
+    let current = match app.store.get_session(&session.id, recarga_store::now_ms()).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return false,
+        // A database hiccup does not end a page's stream; the next tick re-checks.
+        Err(_) => return true,
+    };
+    current.kind != "operator" || current_operator(app, current).await.is_some()
 }
 
 /// The customer session of a request, if any and its key is still valid.

@@ -202,6 +202,7 @@ struct Pusher {
     customer_id: String,
     search: Search,
     events: tokio::sync::broadcast::Receiver<String>,
+    session: recarga_store::WebSession,
     expires_at: i64,
     key_prefix: String,
     last: String,
@@ -245,6 +246,7 @@ async fn events(
         search: f,
         expires_at: me.session.expires_at,
         key_prefix: me.session.key_prefix.clone().unwrap_or_default(),
+        session: me.session.clone(),
         last: String::new(),
         first: true,
         usage: None,
@@ -261,6 +263,10 @@ async fn events(
             p.first = false;
             // Revoking the key (or deactivating the customer) ends the stream.
             if !super::auth::key_still_opens(&p.app, &p.key_prefix, &p.customer_id).await {
+                return None;
+            }
+            // So does logging out.
+            if !super::auth::session_still_open(&p.app, &p.session).await {
                 return None;
             }
             let stale = p

@@ -238,6 +238,7 @@ struct Pusher {
     app: App,
     pages: std::sync::Arc<super::PagesState>,
     events: tokio::sync::broadcast::Receiver<String>,
+    session: recarga_store::WebSession,
     expires_at: i64,
     first: bool,
     /// Held while the stream lives.
@@ -264,6 +265,7 @@ async fn events(
         app,
         pages,
         expires_at: op.session.expires_at,
+        session: op.session,
         first: true,
         _place: place,
     };
@@ -273,6 +275,10 @@ async fn events(
         }
         if !p.first {
             wait_for_change(&mut p.events).await;
+            // Logging out, or the operator disabled, ends the stream.
+            if !super::auth::session_still_open(&p.app, &p.session).await {
+                return None;
+            }
         }
         p.first = false;
         let data = match Snapshot::shared(&p.app, &p.pages).await {
