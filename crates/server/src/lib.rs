@@ -9,6 +9,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod guards;
 pub mod http;
 pub mod listen;
 pub mod metrics;

@@ -27,7 +27,7 @@ pub struct App {
     /// When this process started (`/health` `uptime`).
     pub started: std::time::Instant,
     /// Login and operator-key throttling: password-check slots, purge clock.
-    pub guards: Arc<crate::throttle::Guards>,
+    pub guards: Arc<crate::guards::Guards>,
 }
 
 impl std::ops::Deref for App {
@@ -157,7 +157,7 @@ impl App {
                 recarga_domain::IpList::parse(&config.trusted_proxies)
                     .map_err(|e| anyhow::anyhow!("RECARGA_TRUSTED_PROXIES: {e}"))?,
             ),
-            guards: Arc::new(crate::throttle::Guards::new(config.login_hash_concurrency)),
+            guards: Arc::new(crate::guards::Guards::new(config.login_hash_concurrency)),
             config: Arc::new(config),
             started: std::time::Instant::now(),
         };

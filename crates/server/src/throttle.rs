@@ -19,14 +19,11 @@
 //!   allocator keeps freed memory per thread arena, so allocating 19 MiB per
 //!   check would leave hundreds of MiB resident after a flood.
 
+pub use crate::guards::Busy;
 use crate::state::App;
-use recarga_service::operators;
 use recarga_store::LockoutPolicy;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Five failures within an hour lock the (address, name) pair for 30 s, doubling up to 1 h.
 pub const LOCKOUT: LockoutPolicy = LockoutPolicy {
@@ -41,62 +38,6 @@ pub const PURGE_EVERY_MS: i64 = 60_000;
 pub const HASH_WAIT: Duration = Duration::from_secs(10);
 /// The per-address login window (s).
 pub const LOGIN_WINDOW_S: u64 = 60;
-
-/// One password check for the hashing threads.
-struct HashJob {
-    password: String,
-    stored: String,
-    answer: tokio::sync::oneshot::Sender<bool>,
-    /// Held until the check ends, even if the request that asked has gone.
-    _slot: OwnedSemaphorePermit,
-}
-
-/// What the throttles of one process hold.
-pub struct Guards {
-    /// Slots for password checks: one per hashing thread.
-    hash_slots: Arc<Semaphore>,
-    /// The hashing threads' queue (they end when it is dropped).
-    hash_jobs: Mutex<std::sync::mpsc::Sender<HashJob>>,
-    /// When this process last purged old failure rows (ms).
-    last_purge: AtomicI64,
-}
-
-impl Guards {
-    /// Starts `hash_concurrency` hashing threads.
-    pub fn new(hash_concurrency: usize) -> Self {
-        let threads = hash_concurrency.max(1);
-        let (jobs, queue) = std::sync::mpsc::channel::<HashJob>();
-        let queue = Arc::new(Mutex::new(queue));
-        for i in 0..threads {
-            let queue = queue.clone();
-            let spawned = std::thread::Builder::new()
-                .name(format!("recarga-hash-{i}"))
-                .spawn(move || hashing_thread(&queue));
-            if let Err(e) = spawned {
-                tracing::error!(error = %e, "cannot start a password-hashing thread");
-            }
-        }
-        Guards {
-            hash_slots: Arc::new(Semaphore::new(threads)),
-            hash_jobs: Mutex::new(jobs),
-            last_purge: AtomicI64::new(0),
-        }
-    }
-}
-
-fn hashing_thread(queue: &Mutex<std::sync::mpsc::Receiver<HashJob>>) {
-    // argon2's working memory, allocated once and reused by every check.
-    let mut memory = Vec::new();
-    loop {
-        let job = {
-            let queue = queue.lock().unwrap_or_else(|e| e.into_inner());
-            queue.recv()
-        };
-        let Ok(job) = job else { return };
-        let matches = operators::verify_password_in(&job.password, &job.stored, &mut memory);
-        let _ = job.answer.send(matches);
-    }
-}
 
 /// Whether a name may be tried now.
 pub enum Throttle {
@@ -156,14 +97,7 @@ pub async fn count_failure(app: &App, key: &str) -> recarga_store::Result<Thrott
 /// Forgets failures idle for longer than the window (at most once per
 /// [`PURGE_EVERY_MS`] per process).
 async fn purge_old(app: &App, now: i64) {
-    let last = app.guards.last_purge.load(Ordering::Relaxed);
-    if now - last < PURGE_EVERY_MS
-        || app
-            .guards
-            .last_purge
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_err()
-    {
+    if !app.guards.purge_due(now, PURGE_EVERY_MS) {
         return;
     }
     match app.store.purge_login_failures(now - LOCKOUT.window_ms, now).await {
@@ -186,29 +120,10 @@ pub async fn login_attempt_allowed(app: &App, ip: Option<IpAddr>) -> bool {
     }
 }
 
-/// The password-checking slots are all taken for longer than [`HASH_WAIT`].
-#[derive(Debug)]
-pub struct Busy;
-
 /// Whether `password` matches the PHC string `stored`, checked on the
-/// hashing threads.
+/// hashing threads ([`crate::guards`]); `Busy` after [`HASH_WAIT`] without a slot.
 pub async fn check_password(app: &App, password: String, stored: String) -> Result<bool, Busy> {
-    let slot = tokio::time::timeout(HASH_WAIT, app.guards.hash_slots.clone().acquire_owned())
-        .await
-        .map_err(|_| Busy)?
-        .map_err(|_| Busy)?;
-    let (answer, answered) = tokio::sync::oneshot::channel();
-    let job = HashJob {
-        password,
-        stored,
-        answer,
-        _slot: slot,
-    };
-    let sent = app.guards.hash_jobs.lock().unwrap_or_else(|e| e.into_inner()).send(job);
-    if sent.is_err() {
-        return Err(Busy);
-    }
-    answered.await.map_err(|_| Busy)
+    app.guards.check_password(password, stored, HASH_WAIT).await
 }
 
 #[cfg(test)]
