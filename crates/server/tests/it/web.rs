@@ -355,6 +355,8 @@ async fn sessions_expire_and_cookies_must_be_signed() {
             },
         )
         .await;
+        // Every request re-reads the operator's account: the session needs one.
+        operator(&t, "short@example.com", "admin").await;
         let now = recarga_store::now_ms();
         let token = auth::random_hex(32);
         t.store()
