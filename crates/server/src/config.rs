@@ -241,6 +241,46 @@ pub struct RuntimeConfig {
     /// limit; 0 = unlimited).
     #[arg(long, env = "RECARGA_COMPAT_API_PER_15MIN", default_value_t = 300)]
     pub compat_api_per_15min: u64,
+
+    /// Login attempts per minute per client address, both login forms
+    /// together, shared by replicas through Redis (0 = unlimited).
+    #[arg(long, env = "RECARGA_LOGIN_PER_IP_PER_MIN", default_value_t = 30)]
+    pub login_per_ip_per_min: u64,
+
+    /// Password checks (argon2, 19 MiB of memory each) running at once in
+    /// this process; further logins wait up to 10 s for a slot, then are
+    /// answered 503.
+    #[arg(long, env = "RECARGA_LOGIN_HASH_CONCURRENCY", default_value_t = 4)]
+    pub login_hash_concurrency: usize,
+
+    /// Time a client has to send a request's headers (s); also how long an
+    /// idle keep-alive connection stays open.
+    #[arg(long, env = "RECARGA_HEADER_READ_TIMEOUT_S", default_value_t = 10)]
+    pub header_read_timeout_s: u64,
+
+    /// Longest pause while a request body arrives (s).
+    #[arg(long, env = "RECARGA_BODY_TIMEOUT_S", default_value_t = 10)]
+    pub body_timeout_s: u64,
+
+    /// Longest time to answer a request (s); must exceed the longest wait a
+    /// request may ask for (30 s). Streams (live pages, CSV) count only until
+    /// their first byte.
+    #[arg(long, env = "RECARGA_REQUEST_TIMEOUT_S", default_value_t = 60)]
+    pub request_timeout_s: u64,
+
+    /// Connections served at once by this process; further ones wait in the
+    /// listen backlog until one closes.
+    #[arg(long, env = "RECARGA_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+
+    /// Live-page streams (`/queue/events`, `/dashboard/events`) open at once
+    /// per login session, in this process.
+    #[arg(long, env = "RECARGA_LIVE_STREAMS_PER_SESSION", default_value_t = 4)]
+    pub live_streams_per_session: usize,
+
+    /// Dashboard live streams open at once per customer (all its sessions), in this process.
+    #[arg(long, env = "RECARGA_LIVE_STREAMS_PER_CUSTOMER", default_value_t = 16)]
+    pub live_streams_per_customer: usize,
 }
 
 pub fn parse_range(text: &str) -> Result<(u64, u64), String> {
@@ -270,6 +310,51 @@ pub struct SimSettings {
     /// all can also be changed at run time with `POST /__sim/config`.
     #[arg(long, env = "LATCOM_SIM_CONFIG")]
     pub config_json: Option<String>,
+}
+
+/// Shortest `ADMIN_KEY` accepted in production.
+pub const PRODUCTION_ADMIN_KEY_MIN_LEN: usize = 32;
+/// Fewest different characters in a production `ADMIN_KEY`.
+pub const PRODUCTION_ADMIN_KEY_MIN_DISTINCT: usize = 10;
+/// Least estimated entropy of a production `ADMIN_KEY` (bits: length ×
+/// the Shannon entropy of its characters).
+pub const PRODUCTION_ADMIN_KEY_MIN_BITS: f64 = 96.0;
+
+/// Why `key` is too weak to guard a production gateway, if it is: short,
+/// few different characters, a shorter string repeated, or low estimated
+/// entropy. A random key (`openssl rand -hex 32`, `-base64 32`) passes.
+pub fn weak_secret(key: &str) -> Option<String> {
+    let chars: Vec<char> = key.chars().collect();
+    let n = chars.len();
+    if n < PRODUCTION_ADMIN_KEY_MIN_LEN {
+        return Some(format!("shorter than {PRODUCTION_ADMIN_KEY_MIN_LEN} characters"));
+    }
+    let mut counts = std::collections::HashMap::new();
+    for c in &chars {
+        *counts.entry(*c).or_insert(0_usize) += 1;
+    }
+    if counts.len() < PRODUCTION_ADMIN_KEY_MIN_DISTINCT {
+        return Some(format!(
+            "fewer than {PRODUCTION_ADMIN_KEY_MIN_DISTINCT} different characters"
+        ));
+    }
+    if (1..=n / 2).any(|p| (p..n).all(|i| chars[i] == chars[i - p])) {
+        return Some("a shorter string repeated".into());
+    }
+    let bits: f64 = counts
+        .values()
+        .map(|&c| {
+            let p = c as f64 / n as f64;
+            -p * p.log2()
+        })
+        .sum::<f64>()
+        * n as f64;
+    if bits < PRODUCTION_ADMIN_KEY_MIN_BITS {
+        return Some(format!(
+            "about {bits:.0} bits of entropy, below {PRODUCTION_ADMIN_KEY_MIN_BITS:.0}"
+        ));
+    }
+    None
 }
 
 /// The longest `Prefer: wait=N` honoured, in seconds.
@@ -310,6 +395,13 @@ impl RuntimeConfig {
                             configure a live upstream (live money never goes to a sandbox)"
                     .into());
             }
+            if let Some(Secret(key)) = &self.admin_key
+                && let Some(why) = weak_secret(key)
+            {
+                return Err(format!(
+                    "RECARGA_ENV=production refuses this ADMIN_KEY: {why}; use a random one, e.g. `openssl rand -hex 32`"
+                ));
+            }
         }
         if self.upstream == UpstreamKind::Latcom {
             let l = &self.latcom;
@@ -346,6 +438,33 @@ impl RuntimeConfig {
             return Err("status check delays must be positive and MAX ≥ BASE".into());
         }
         recarga_domain::IpList::parse(&self.trusted_proxies).map_err(|e| format!("RECARGA_TRUSTED_PROXIES: {e}"))?;
+        self.validate_limits()
+    }
+
+    /// The listener's and the pages' limits.
+    fn validate_limits(&self) -> Result<(), String> {
+        for (name, value) in [
+            ("RECARGA_HEADER_READ_TIMEOUT_S", self.header_read_timeout_s),
+            ("RECARGA_BODY_TIMEOUT_S", self.body_timeout_s),
+            ("RECARGA_MAX_CONNECTIONS", self.max_connections as u64),
+            ("RECARGA_LOGIN_HASH_CONCURRENCY", self.login_hash_concurrency as u64),
+            ("RECARGA_LIVE_STREAMS_PER_SESSION", self.live_streams_per_session as u64),
+            (
+                "RECARGA_LIVE_STREAMS_PER_CUSTOMER",
+                self.live_streams_per_customer as u64,
+            ),
+        ] {
+            if value == 0 {
+                return Err(format!("{name} must be at least 1"));
+            }
+        }
+        let longest_wait = MAX_PREFER_WAIT_S.max(self.sync_wait_s);
+        if self.request_timeout_s <= longest_wait {
+            return Err(format!(
+                "RECARGA_REQUEST_TIMEOUT_S ({}) must exceed the longest wait a request may ask for ({longest_wait} s)",
+                self.request_timeout_s
+            ));
+        }
         Ok(())
     }
 
@@ -383,6 +502,18 @@ impl RuntimeConfig {
             return Err("LATCOM_SLOW_FAIL_S and LATCOM_WALLET_PROBE_S must be at least 1".into());
         }
         Ok(())
+    }
+
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_read_timeout_s)
+    }
+
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_secs(self.body_timeout_s)
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_s)
     }
 
     pub fn lease(&self) -> Duration {
@@ -452,6 +583,57 @@ mod tests {
             !shown.contains("hunter2") && !shown.contains("0123456789abcdef"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn production_wants_a_strong_admin_key() {
+        let latcom = [
+            "--env",
+            "production",
+            "--upstream",
+            "latcom",
+            "--latcom-base-url",
+            "https://x",
+            "--latcom-username",
+            "u",
+            "--latcom-password",
+            "p",
+            "--latcom-dist-api-key",
+            "d",
+            "--latcom-user-uid",
+            "1",
+            "--admin-key",
+        ];
+        let with = |key: &str| {
+            let mut args = latcom.to_vec();
+            args.push(key);
+            parse(&args).validate()
+        };
+        for weak in [
+            "0123456789abcdef",
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "0123456789abcdef0123456789abcdef0123456789abcdef",
+            "passwordpasswordpasswordpassword1",
+        ] {
+            let err = with(weak).unwrap_err();
+            assert!(err.contains("ADMIN_KEY") && !err.contains(weak), "{err}");
+        }
+        for strong in [
+            "3f9c1a7e5b2d8046c1e9a3b7d5f20864",
+            "Zq7+uN2pXr9sLw4KbT1eHc6yGm0dVf3jA8oQiS5xE=",
+        ] {
+            assert_eq!(with(strong), Ok(()), "{strong}");
+            assert_eq!(weak_secret(strong), None);
+        }
+        // Outside production the old rule (16 characters) stands.
+        assert!(parse(&["--admin-key", "0123456789abcdef"]).validate().is_ok());
+    }
+
+    #[test]
+    fn request_timeout_outlasts_the_longest_wait() {
+        assert!(parse(&["--request-timeout-s", "30"]).validate().is_err());
+        assert!(parse(&["--request-timeout-s", "31"]).validate().is_ok());
+        assert!(parse(&["--max-connections", "0"]).validate().is_err());
     }
 
     #[test]

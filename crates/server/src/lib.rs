@@ -9,11 +9,14 @@
 
 pub mod cli;
 pub mod config;
+pub mod guards;
 pub mod http;
+pub mod listen;
 pub mod metrics;
 pub mod ratelimit;
 pub mod redis_link;
 pub mod serve;
 pub mod state;
+pub mod throttle;
 pub mod views;
 pub mod web;

@@ -1,4 +1,5 @@
-//! What a process runs, and for how long: the HTTP server (API and pages),
+//! What a process runs, and for how long: the HTTP server (API and pages,
+//! through [`crate::listen`] with its connection cap and timeouts),
 //! the worker pool and the scheduler (from `recarga-service`), and the
 //! listener that turns other processes' database notifications into local
 //! wake-ups. All stop together on shutdown; in-flight upstream calls finish.
@@ -75,20 +76,23 @@ pub async fn run(
     let http = match (roles.http, listener) {
         (true, Some(listener)) => {
             let router = crate::http::router(app.clone());
-            let stop = shutdown.clone();
-            Some(tokio::spawn(async move {
-                // The peer address feeds the IP allow-lists and per-address limits.
-                let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
-                axum::serve(listener, service)
-                    .with_graceful_shutdown(async move { stop.cancelled().await })
-                    .await
-            }))
+            let limits = crate::listen::Limits {
+                max_connections: app.config.max_connections,
+                header_read_timeout: app.config.header_read_timeout(),
+            };
+            // The peer address feeds the IP allow-lists and per-address limits.
+            Some(tokio::spawn(crate::listen::serve(
+                listener,
+                router,
+                limits,
+                shutdown.clone(),
+            )))
         }
         _ => None,
     };
     shutdown.cancelled().await;
     if let Some(h) = http {
-        h.await.context("HTTP task")?.context("HTTP server")?;
+        h.await.context("HTTP task")?;
     }
     while let Some(res) = tasks.join_next().await {
         res.context("background task")?;

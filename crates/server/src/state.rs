@@ -1,6 +1,6 @@
 //! The shared state of a process: the services (store, queues, provider,
 //! hub, settings) and what the adapters add (configuration, Redis, the local
-//! rate limiter, the operator secret, trusted proxies). An [`App`] is cheap
+//! rate limiter, the operator secret, trusted proxies, the login guards). An [`App`] is cheap
 //! to clone (all `Arc`s): every handler holds one. It dereferences to its
 //! [`Services`], so `app.store` is the store.
 
@@ -26,6 +26,8 @@ pub struct App {
     pub trusted_proxies: Arc<recarga_domain::IpList>,
     /// When this process started (`/health` `uptime`).
     pub started: std::time::Instant,
+    /// Login and operator-key throttling: password-check slots, purge clock.
+    pub guards: Arc<crate::guards::Guards>,
 }
 
 impl std::ops::Deref for App {
@@ -158,6 +160,7 @@ impl App {
                 recarga_domain::IpList::parse(&config.trusted_proxies)
                     .map_err(|e| anyhow::anyhow!("RECARGA_TRUSTED_PROXIES: {e}"))?,
             ),
+            guards: Arc::new(crate::guards::Guards::new(config.login_hash_concurrency)),
             config: Arc::new(config),
             started: std::time::Instant::now(),
         };

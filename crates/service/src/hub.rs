@@ -1,6 +1,9 @@
 //! In-process signals: "there is new work" for the worker loop, and "this
 //! top-up is final" for requests waiting on it.
 //!
+//! A waiting request is registered for as long as it waits, and no longer:
+//! a request dropped mid-wait (its client went away) leaves the registry.
+//!
 //! Signals are only hints that shorten waits: every waiter re-reads the
 //! database, and falls back to polling at a bounded interval, so a signal
 //! lost (or sent by another replica) costs latency, never correctness.
@@ -76,6 +79,11 @@ impl Hub {
         self.waiters.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Requests waiting on a top-up in this process, all top-ups together.
+    pub fn waiting(&self) -> usize {
+        self.lock().values().map(|(_, n)| n).sum()
+    }
+
     fn register(&self, id: &str) -> Arc<Notify> {
         let mut map = self.lock();
         let slot = map
@@ -96,13 +104,16 @@ impl Hub {
     }
 
     /// Waits until the top-up is final or `timeout` passes, and returns its
-    /// latest state. Holds no database connection while waiting.
+    /// latest state. Holds no database connection while waiting. If the
+    /// future is dropped first (the client went away), its registration
+    /// goes with it.
     pub async fn wait_final(&self, store: &dyn Store, topup: Topup, timeout: Duration) -> Topup {
         if topup.status.is_final() || timeout.is_zero() {
             return topup;
         }
         let id = topup.id.clone();
-        let notify = self.register(&id);
+        let registered = Registered::new(self, &id);
+        let notify = registered.notify.clone();
         let deadline = tokio::time::Instant::now() + timeout;
         let mut latest = topup;
         loop {
@@ -124,7 +135,30 @@ impl Hub {
             let nap = (deadline - now).min(Duration::from_millis(WAIT_POLL_MS));
             let _ = tokio::time::timeout(nap, notified).await;
         }
-        self.unregister(&id);
+        drop(registered);
         latest
+    }
+}
+
+/// One waiter's registration; dropping it unregisters.
+struct Registered<'a> {
+    hub: &'a Hub,
+    id: &'a str,
+    notify: Arc<Notify>,
+}
+
+impl<'a> Registered<'a> {
+    fn new(hub: &'a Hub, id: &'a str) -> Self {
+        Registered {
+            hub,
+            id,
+            notify: hub.register(id),
+        }
+    }
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.hub.unregister(self.id);
     }
 }

@@ -20,6 +20,34 @@ pub struct Operator {
     pub updated_at: i64,
 }
 
+/// A change to an operator account ([`OperatorStore::update_operator`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OperatorChange {
+    /// Enable (`true`) or disable (`false`); disabling ends the operator's sessions.
+    Active(bool),
+    /// `admin` or `viewer`; open sessions take it from their next request.
+    Role(String),
+    /// A new argon2 PHC string; ends the operator's sessions.
+    Password(String),
+}
+
+impl OperatorChange {
+    /// The audit action of this change.
+    pub fn action(&self) -> &'static str {
+        match self {
+            OperatorChange::Active(true) => "operator.enable",
+            OperatorChange::Active(false) => "operator.disable",
+            OperatorChange::Role(_) => "operator.set_role",
+            OperatorChange::Password(_) => "operator.reset_password",
+        }
+    }
+
+    /// Whether the operator's open sessions end with this change.
+    pub fn ends_sessions(&self) -> bool {
+        matches!(self, OperatorChange::Active(false) | OperatorChange::Password(_))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct NewOperator {
     pub email: String,
@@ -79,6 +107,10 @@ pub trait OperatorStore {
     async fn create_operator(&self, new: &NewOperator, actor: &str) -> Result<Operator>;
     async fn get_operator(&self, email: &str) -> Result<Option<Operator>>;
     async fn list_operators(&self) -> Result<Vec<Operator>>;
+    /// Changes an operator (one transaction, audited with `actor`; ends its
+    /// sessions when [`OperatorChange::ends_sessions`]). `NotFound` if no
+    /// such operator.
+    async fn update_operator(&self, email: &str, change: &OperatorChange, actor: &str) -> Result<Operator>;
 
     // Sessions.
     async fn create_session(&self, session: &WebSession) -> Result<()>;
@@ -93,6 +125,9 @@ pub trait OperatorStore {
     /// Counts a failure and, past the threshold, locks the name.
     async fn record_login_failure(&self, key: &str, now_ms: i64, policy: &LockoutPolicy) -> Result<LoginThrottle>;
     async fn clear_login_failures(&self, key: &str) -> Result<()>;
+    /// Removes failure rows whose last failure is before `idle_before_ms`
+    /// and that hold no lock at `now_ms`; returns how many.
+    async fn purge_login_failures(&self, idle_before_ms: i64, now_ms: i64) -> Result<u64>;
 
     /// Writes one audit row (logins, logouts, operator accounts).
     async fn append_audit(&self, actor: &str, action: &str, subject: Option<&str>, reason: Option<&str>) -> Result<()>;
@@ -153,6 +188,71 @@ macro_rules! impl_operators {
                         .fetch_all(self.read())
                         .await?,
                 )
+            }
+
+            async fn update_operator(
+                &self,
+                email: &str,
+                change: &$crate::OperatorChange,
+                actor: &str,
+            ) -> $crate::Result<$crate::Operator> {
+                use $crate::OperatorChange;
+                let now = $crate::now_ms();
+                let mut tx = self.begin().await?;
+                let before = sqlx::query_as::<_, $crate::Operator>("SELECT * FROM operators WHERE email = $1")
+                    .bind(email)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .ok_or($crate::StoreError::NotFound)?;
+                let (active, role, hash) = match change {
+                    OperatorChange::Active(on) => (*on, None, None),
+                    OperatorChange::Role(role) => (before.active, Some(role.clone()), None),
+                    OperatorChange::Password(hash) => (before.active, None, Some(hash.clone())),
+                };
+                let (shown_before, shown_after) = match change {
+                    OperatorChange::Active(on) => (
+                        Some(format!("active={}", before.active)),
+                        Some(format!("active={on}")),
+                    ),
+                    OperatorChange::Role(role) => (
+                        Some(format!("role={}", before.role)),
+                        Some(format!("role={role}")),
+                    ),
+                    OperatorChange::Password(_) => (None, None),
+                };
+                let row = sqlx::query_as::<_, $crate::Operator>(
+                    "UPDATE operators SET active = $2, role = COALESCE($3, role),
+                        password_hash = COALESCE($4, password_hash), updated_at = $5
+                     WHERE email = $1 RETURNING *",
+                )
+                .bind(email)
+                .bind(active)
+                .bind(role)
+                .bind(hash)
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err($crate::common::map_db)?;
+                if change.ends_sessions() {
+                    sqlx::query("DELETE FROM web_sessions WHERE kind = 'operator' AND subject = $1")
+                        .bind(email)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                sqlx::query(
+                    "INSERT INTO audit_log (actor, action, subject, before, after, reason, created_at)
+                     VALUES ($1, $2, $3, $4, $5, NULL, $6)",
+                )
+                .bind(actor)
+                .bind(change.action())
+                .bind(email)
+                .bind(shown_before)
+                .bind(shown_after)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(row)
             }
 
             async fn create_session(&self, s: &$crate::WebSession) -> $crate::Result<()> {
@@ -268,6 +368,20 @@ macro_rules! impl_operators {
                     .await?;
                 tx.commit().await?;
                 Ok(())
+            }
+
+            async fn purge_login_failures(&self, idle_before_ms: i64, now_ms: i64) -> $crate::Result<u64> {
+                let mut tx = self.begin().await?;
+                let done = sqlx::query(
+                    "DELETE FROM login_failures
+                     WHERE last_failure_at < $1 AND (locked_until IS NULL OR locked_until <= $2)",
+                )
+                .bind(idle_before_ms)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(done.rows_affected())
             }
 
             async fn append_audit(

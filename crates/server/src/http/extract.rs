@@ -105,6 +105,17 @@ pub fn client_ip(parts: &Parts, app: &App) -> Option<IpAddr> {
     ))
 }
 
+/// The client's address ([`client_ip`]) as an extractor.
+pub struct ClientIp(pub Option<IpAddr>);
+
+impl FromRequestParts<App> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(client_ip(parts, app)))
+    }
+}
+
 /// What the authentication of a route allows.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AuthRules {
@@ -199,20 +210,40 @@ impl FromRequestParts<App> for Caller {
 }
 
 /// An operator authenticated by `x-admin-key` (scripts; pages use sessions).
+///
+/// Wrong keys are counted per client address like failed logins
+/// (`crate::throttle`): from the fifth within an hour the address is
+/// answered 429 `rate_limited` for 30 s, doubling, whatever key it presents.
 pub struct Admin;
 
 impl FromRequestParts<App> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
+        use crate::throttle::{self, Throttle};
         use subtle::ConstantTimeEq;
         let presented = header(parts, "x-admin-key").unwrap_or("");
+        let required = || ApiError::new("admin_required", "present the operator key as x-admin-key");
+        if presented.is_empty() {
+            return Err(required());
+        }
+        let key = throttle::failure_key("admin-key", client_ip(parts, app), "");
+        let locked = |wait_s: i64| {
+            ApiError::new(
+                "rate_limited",
+                format!("too many wrong operator keys from this address; try again in {wait_s} s"),
+            )
+            .with_header("retry-after", wait_s)
+        };
+        if let Throttle::Locked { wait_s } = throttle::state(app, &key).await? {
+            return Err(locked(wait_s));
+        }
         let ok: bool = presented.as_bytes().ct_eq(app.admin_key.as_bytes()).into();
-        if presented.is_empty() || !ok {
-            return Err(ApiError::new(
-                "admin_required",
-                "present the operator key as x-admin-key",
-            ));
+        if !ok {
+            return Err(match throttle::count_failure(app, &key).await? {
+                Throttle::Locked { wait_s } => locked(wait_s),
+                Throttle::Open => required(),
+            });
         }
         Ok(Admin)
     }

@@ -1,6 +1,6 @@
 //! The HTTP surface: `/v1` (canonical), the compatibility routes, `/health`,
 //! and the middleware every route shares (request id, error rendering, body
-//! limit, panic catching, tracing).
+//! limit and body timeout, request deadline, panic catching, tracing).
 
 pub mod body;
 pub mod compat;
@@ -21,6 +21,7 @@ use axum::{Json, Router};
 use error::ApiError;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -40,9 +41,14 @@ pub fn router(app: App) -> Router {
             ApiError::new("method_not_allowed", "method not allowed on this route")
         })
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT_BYTES))
+        .layer(RequestBodyTimeoutLayer::new(app.config.body_timeout()))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::internal("handler panicked").into_response()
         }))
+        .layer(middleware::from_fn_with_state(
+            app.config.request_timeout(),
+            request_deadline,
+        ))
         .layer(middleware::from_fn(render_errors))
         .layer(middleware::from_fn(record_request))
         .layer(
@@ -59,6 +65,23 @@ pub fn router(app: App) -> Router {
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .with_state(app)
+}
+
+/// Answers 503 `unavailable` when a request takes longer than
+/// `RECARGA_REQUEST_TIMEOUT_S` to produce its response (streams count until
+/// their first byte; the longest wait a request may ask for is shorter).
+async fn request_deadline(State(limit): State<std::time::Duration>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            "unavailable",
+            format!(
+                "the request took longer than {} s; retry it with the same reference",
+                limit.as_secs_f64()
+            ),
+        )
+        .into_response(),
+    }
 }
 
 /// Times every request by its route template (never the raw path: ids and
@@ -316,4 +339,36 @@ async fn queue_stats(State(app): State<App>, _admin: extract::Admin) -> Result<J
         },
         "redis": redis_up,
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn a_request_past_its_deadline_is_answered_503() {
+        // Fallbacks, not routes: the OpenAPI test reads every `.route` of src/.
+        let within = |wait_ms: u64| {
+            Router::new()
+                .fallback(move || async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(wait_ms)).await;
+                    "done"
+                })
+                .layer(middleware::from_fn_with_state(
+                    std::time::Duration::from_millis(100),
+                    request_deadline,
+                ))
+        };
+        let req = || {
+            Request::builder()
+                .uri("/")
+                .body(axum::body::Body::empty())
+                .expect("request")
+        };
+        let res = within(5_000).oneshot(req()).await.expect("answer");
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let res = within(0).oneshot(req()).await.expect("answer");
+        assert_eq!(res.status(), StatusCode::OK);
+    }
 }

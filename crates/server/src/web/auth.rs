@@ -9,15 +9,20 @@
 //!   every state-changing form and compared in constant time before anything
 //!   else is read. The login forms use a double-submit token (a short-lived
 //!   cookie + the same value in the form).
-//! - Failed logins are counted per login name in the database
-//!   ([`LOCKOUT`]): from the fifth, the name is locked for 30 s, doubling.
+//! - Failed logins are counted in the database per (client address, login
+//!   name) ([`LOCKOUT`], `crate::throttle`): from the fifth, that pair is
+//!   locked for 30 s, doubling, so a stranger cannot lock the owner out.
+//!   Login attempts are also limited per client address, and password checks
+//!   run in a bounded number of blocking tasks (`RECARGA_LOGIN_*`).
 //! - Operators log in with email + argon2 password, or as `admin` with
 //!   `ADMIN_KEY` (break-glass, actor `break-glass`). Customers log in with
 //!   their id and an API key, checked like the API checks it; the session
 //!   remembers the key's prefix, and revoking the key ends the session.
 
 use super::WebError;
+use crate::http::extract::ClientIp;
 use crate::state::App;
+use crate::throttle::{self, Throttle};
 use askama::Template;
 use axum::Router;
 use axum::extract::{Form, FromRequestParts, Query, State};
@@ -27,7 +32,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use hmac::{KeyInit, Mac};
 use recarga_service::{keys, operators};
-use recarga_store::{LockoutPolicy, WebSession};
+use recarga_store::WebSession;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -41,13 +46,8 @@ pub const LOGIN_FORM_TTL_S: u64 = 3_600;
 /// The break-glass login name (its password is `ADMIN_KEY`).
 pub const BREAK_GLASS_LOGIN: &str = "admin";
 pub const BREAK_GLASS_ACTOR: &str = "break-glass";
-/// Five failures within an hour lock the name for 30 s, doubling up to 1 h.
-pub const LOCKOUT: LockoutPolicy = LockoutPolicy {
-    threshold: 5,
-    base_ms: 30_000,
-    max_ms: 3_600_000,
-    window_ms: 3_600_000,
-};
+/// Five failures within an hour lock the (address, name) pair for 30 s, doubling up to 1 h.
+pub use crate::throttle::LOCKOUT;
 
 pub fn routes() -> Router<App> {
     Router::new()
@@ -219,11 +219,44 @@ async fn load_session(app: &App, headers: &HeaderMap, name: &str, kind: &str) ->
     (session.kind == kind).then_some(session)
 }
 
-/// The operator session of a request, if any.
+/// The operator session of a request, if any and its operator is still
+/// active; the role is the account's current one.
 pub async fn operator(app: &App, headers: &HeaderMap) -> Option<OperatorSession> {
-    load_session(app, headers, ADMIN_COOKIE, "operator")
+    let session = load_session(app, headers, ADMIN_COOKIE, "operator").await?;
+    current_operator(app, session)
         .await
         .map(|session| OperatorSession { session })
+}
+
+/// `session` with its operator's current role, or `None` if the account is
+/// gone or disabled (break-glass sessions have no account).
+async fn current_operator(app: &App, mut session: WebSession) -> Option<WebSession> {
+    if session.subject == BREAK_GLASS_ACTOR {
+        return Some(session);
+    }
+    match app.store.get_operator(&session.subject).await {
+        Ok(Some(op)) if op.active => {
+            session.role = op.role;
+            Some(session)
+        }
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading an operator failed");
+            None
+        }
+    }
+}
+
+/// Whether a live stream opened under `session` may go on: the session was
+/// not logged out or ended, and an operator's account is still active.
+pub async fn session_still_open(app: &App, session: &WebSession) -> bool {
+    let current = match app.store.get_session(&session.id, recarga_store::now_ms()).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return false,
+        // A database hiccup does not end a page's stream; the next tick re-checks.
+        Err(_) => return true,
+    };
+    current.kind != "operator" || current_operator(app, current).await.is_some()
 }
 
 /// The customer session of a request, if any and its key is still valid.
@@ -311,46 +344,16 @@ pub async fn open_session(
 
 // ---------------------------------------------------------------- throttling
 
-enum Throttle {
-    Open,
-    Locked { wait_s: i64 },
-}
-
 async fn throttle_state(app: &App, key: &str) -> Result<Throttle, WebError> {
-    let now = recarga_store::now_ms();
-    let state = app.store.login_throttle(key).await?;
-    Ok(match state.locked_until {
-        Some(until) if until > now => Throttle::Locked {
-            wait_s: (until - now + 999) / 1000,
-        },
-        _ => Throttle::Open,
-    })
+    Ok(throttle::state(app, key).await?)
 }
 
 async fn count_failure(app: &App, key: &str) -> Result<Throttle, WebError> {
-    let now = recarga_store::now_ms();
-    let state = app.store.record_login_failure(key, now, &LOCKOUT).await?;
-    Ok(match state.locked_until {
-        Some(until) if until > now => {
-            if let Err(e) = app
-                .store
-                .append_audit(
-                    "system",
-                    "login.locked",
-                    Some(key),
-                    Some(&format!("{} failed logins", state.failures)),
-                )
-                .await
-            {
-                tracing::warn!(error = %e, "auditing a lockout failed");
-            }
-            Throttle::Locked {
-                wait_s: (until - now + 999) / 1000,
-            }
-        }
-        _ => Throttle::Open,
-    })
+    Ok(throttle::count_failure(app, key).await?)
 }
+
+const TOO_MANY_FROM_HERE: &str = "Too many login attempts from your address. Try again in a minute.";
+const HASHING_BUSY: &str = "The server is busy checking other logins. Try again in a few seconds.";
 
 fn locked_message(wait_s: i64) -> String {
     format!("Too many failed logins: this login is locked. Try again in {wait_s} s.")
@@ -398,10 +401,25 @@ fn page_with(status: StatusCode, html: String, cookies: Vec<HeaderValue>) -> Res
     res
 }
 
-/// `next` only ever leads to a page of this site.
-fn safe_next(next: &str) -> String {
-    let ok = next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') && !next.contains("://");
-    if ok { next.to_string() } else { "/admin".into() }
+/// The pages a login may lead back to (the operator pages).
+pub const NEXT_ROOTS: [&str; 2] = ["/admin", "/queue"];
+
+/// `next` only ever leads to a known page of this site: printable ASCII
+/// without spaces or backslashes (browsers drop tabs and newlines and read
+/// `\` as `/`, so `/%09/evil.example` would become `//evil.example`), whose
+/// path is one of [`NEXT_ROOTS`] or below one. Anything else is the overview.
+pub fn safe_next(next: &str) -> String {
+    let printable = next.bytes().all(|b| b.is_ascii_graphic() && b != b'\\');
+    let path = next.split(['?', '#']).next().unwrap_or("");
+    let known = NEXT_ROOTS.iter().any(|root| {
+        path.strip_prefix(root)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    });
+    if printable && known {
+        next.to_string()
+    } else {
+        "/admin".into()
+    }
 }
 
 #[derive(Deserialize)]
@@ -442,6 +460,7 @@ struct AdminLoginForm {
 
 async fn admin_login(
     State(app): State<App>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     Form(form): Form<AdminLoginForm>,
 ) -> Result<Response, WebError> {
@@ -469,7 +488,10 @@ async fn admin_login(
             "Enter your email and password.".into(),
         );
     }
-    let throttle_key = format!("operator:{email}");
+    if !throttle::login_attempt_allowed(&app, ip).await {
+        return render(StatusCode::TOO_MANY_REQUESTS, TOO_MANY_FROM_HERE.into());
+    }
+    let throttle_key = throttle::failure_key("operator", ip, &email);
     if let Throttle::Locked { wait_s } = throttle_state(&app, &throttle_key).await? {
         return render(StatusCode::TOO_MANY_REQUESTS, locked_message(wait_s));
     }
@@ -483,10 +505,9 @@ async fn admin_login(
             .filter(|o| o.active)
             .map(|o| o.password_hash.clone())
             .unwrap_or_else(|| decoy_hash().to_string());
-        let password = form.password.clone();
-        let matches = tokio::task::spawn_blocking(move || operators::verify_password(&password, &stored))
-            .await
-            .unwrap_or(false);
+        let Ok(matches) = throttle::check_password(&app, form.password.clone(), stored).await else {
+            return render(StatusCode::SERVICE_UNAVAILABLE, HASHING_BUSY.into());
+        };
         match account.filter(|o| o.active && matches) {
             Some(o) => (Some(o.email), o.role),
             None => (None, String::new()),
@@ -561,6 +582,7 @@ struct DashboardLoginForm {
 
 async fn dashboard_login(
     State(app): State<App>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     Form(form): Form<DashboardLoginForm>,
 ) -> Result<Response, WebError> {
@@ -586,7 +608,10 @@ async fn dashboard_login(
             "Enter your customer id and API key.".into(),
         );
     }
-    let throttle_key = format!("customer:{customer_id}");
+    if !throttle::login_attempt_allowed(&app, ip).await {
+        return render(StatusCode::TOO_MANY_REQUESTS, TOO_MANY_FROM_HERE.into());
+    }
+    let throttle_key = throttle::failure_key("customer", ip, &customer_id);
     if let Throttle::Locked { wait_s } = throttle_state(&app, &throttle_key).await? {
         return render(StatusCode::TOO_MANY_REQUESTS, locked_message(wait_s));
     }
@@ -645,7 +670,20 @@ mod tests {
     #[test]
     fn next_stays_on_this_site() {
         assert_eq!(safe_next("/admin/customers?x=1"), "/admin/customers?x=1");
-        for bad in ["//evil.example", "https://evil.example", "/\\evil", "", "admin"] {
+        assert_eq!(safe_next("/queue"), "/queue");
+        for bad in [
+            "//evil.example",
+            "https://evil.example",
+            "/\\evil",
+            "",
+            "admin",
+            "/\t/evil.example",
+            "/\r\n/evil.example",
+            "/ /evil.example",
+            "/administrator",
+            "/dashboard",
+            "/nowhere",
+        ] {
             assert_eq!(safe_next(bad), "/admin", "{bad}");
         }
     }

@@ -202,15 +202,23 @@ struct Pusher {
     customer_id: String,
     search: Search,
     events: tokio::sync::broadcast::Receiver<String>,
+    session: recarga_store::WebSession,
     expires_at: i64,
     key_prefix: String,
     last: String,
     first: bool,
     /// The usage line and when it was counted.
     usage: Option<(std::time::Instant, String)>,
+    /// Held while the stream lives.
+    _place: super::live::StreamPlace,
 }
 
-async fn events(State(app): State<App>, headers: HeaderMap, Query(mut f): Query<Search>) -> Response {
+async fn events(
+    State(app): State<App>,
+    axum::Extension(pages): axum::Extension<std::sync::Arc<super::PagesState>>,
+    headers: HeaderMap,
+    Query(mut f): Query<Search>,
+) -> Response {
     let Some(me) = super::auth::customer(&app, &headers).await else {
         return (StatusCode::UNAUTHORIZED, "log in at /dashboard/login").into_response();
     };
@@ -218,6 +226,19 @@ async fn events(State(app): State<App>, headers: HeaderMap, Query(mut f): Query<
     if let Err(e) = f.search(me.customer_id()) {
         return e.into_response();
     }
+    let caps = [
+        (
+            format!("session:{}", me.session.id),
+            app.config.live_streams_per_session,
+        ),
+        (
+            format!("customer:{}", me.customer_id()),
+            app.config.live_streams_per_customer,
+        ),
+    ];
+    let Some(place) = pages.streams.take(&caps) else {
+        return super::live::too_many();
+    };
     let start = Pusher {
         events: app.hub.subscribe(),
         app,
@@ -225,9 +246,11 @@ async fn events(State(app): State<App>, headers: HeaderMap, Query(mut f): Query<
         search: f,
         expires_at: me.session.expires_at,
         key_prefix: me.session.key_prefix.clone().unwrap_or_default(),
+        session: me.session.clone(),
         last: String::new(),
         first: true,
         usage: None,
+        _place: place,
     };
     let stream = futures_util::stream::unfold(start, |mut p| async move {
         loop {
@@ -240,6 +263,10 @@ async fn events(State(app): State<App>, headers: HeaderMap, Query(mut f): Query<
             p.first = false;
             // Revoking the key (or deactivating the customer) ends the stream.
             if !super::auth::key_still_opens(&p.app, &p.key_prefix, &p.customer_id).await {
+                return None;
+            }
+            // So does logging out.
+            if !super::auth::session_still_open(&p.app, &p.session).await {
                 return None;
             }
             let stale = p

@@ -10,6 +10,7 @@
 //!   transaction each, which audit it with the operator's email as actor.
 //! - [`queue`]: `/queue` and its server-sent events.
 //! - [`dashboard`]: the customer's own page, events and CSV.
+//! - [`live`]: the caps on open live streams per session and per customer.
 //! - [`export`]: the CSV stream (pages of [`export::CSV_PAGE_ROWS`], never the
 //!   whole result in memory).
 //!
@@ -19,6 +20,7 @@ pub mod admin;
 pub mod auth;
 pub mod dashboard;
 pub mod export;
+pub mod live;
 pub mod queue;
 
 use crate::state::App;
@@ -39,6 +41,8 @@ pub struct PagesState {
     /// within [`queue::SNAPSHOT_SHARE_MS`] reuses it, so the database is read
     /// a bounded number of times per second however many operators watch.
     pub queue: tokio::sync::Mutex<Option<(std::time::Instant, std::sync::Arc<queue::Snapshot>)>>,
+    /// Open live streams per session and per customer ([`live`]).
+    pub streams: std::sync::Arc<live::StreamCounts>,
 }
 
 /// Every page route, CSS and script.

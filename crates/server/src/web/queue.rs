@@ -238,8 +238,11 @@ struct Pusher {
     app: App,
     pages: std::sync::Arc<super::PagesState>,
     events: tokio::sync::broadcast::Receiver<String>,
+    session: recarga_store::WebSession,
     expires_at: i64,
     first: bool,
+    /// Held while the stream lives.
+    _place: super::live::StreamPlace,
 }
 
 async fn events(
@@ -250,12 +253,21 @@ async fn events(
     let Some(op) = super::auth::operator(&app, &headers).await else {
         return (StatusCode::UNAUTHORIZED, "log in at /admin/login").into_response();
     };
+    let caps = [(
+        format!("session:{}", op.session.id),
+        app.config.live_streams_per_session,
+    )];
+    let Some(place) = pages.streams.take(&caps) else {
+        return super::live::too_many();
+    };
     let start = Pusher {
         events: app.hub.subscribe(),
         app,
         pages,
         expires_at: op.session.expires_at,
+        session: op.session,
         first: true,
+        _place: place,
     };
     let stream = futures_util::stream::unfold(start, |mut p| async move {
         if recarga_store::now_ms() >= p.expires_at {
@@ -263,6 +275,10 @@ async fn events(
         }
         if !p.first {
             wait_for_change(&mut p.events).await;
+            // Logging out, or the operator disabled, ends the stream.
+            if !super::auth::session_still_open(&p.app, &p.session).await {
+                return None;
+            }
         }
         p.first = false;
         let data = match Snapshot::shared(&p.app, &p.pages).await {

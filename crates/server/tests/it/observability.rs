@@ -424,17 +424,15 @@ async fn metrics_describe_the_traffic() {
                 TopupStatus::parse(json["status"].as_str().unwrap_or("")).expect("a status")
             }
         };
-        let wait_for = |id: String, done: fn(TopupStatus) -> bool| {
-            async move {
-                let deadline = std::time::Instant::now() + WITHIN;
-                loop {
-                    let now = status_of(id.clone()).await;
-                    if done(now) {
-                        return now;
-                    }
-                    assert!(std::time::Instant::now() < deadline, "{id} stayed {now}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+        let wait_for = |id: String, done: fn(TopupStatus) -> bool| async move {
+            let deadline = std::time::Instant::now() + WITHIN;
+            loop {
+                let now = status_of(id.clone()).await;
+                if done(now) {
+                    return now;
                 }
+                assert!(std::time::Instant::now() < deadline, "{id} stayed {now}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         };
         let mut problems: Vec<String> = Vec::new();

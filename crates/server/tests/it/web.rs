@@ -355,6 +355,8 @@ async fn sessions_expire_and_cookies_must_be_signed() {
             },
         )
         .await;
+        // Every request re-reads the operator's account: the session needs one.
+        operator(&t, "short@example.com", "admin").await;
         let now = recarga_store::now_ms();
         let token = auth::random_hex(32);
         t.store()
@@ -420,7 +422,7 @@ async fn repeated_failed_logins_lock_the_name_in_the_database() {
         // The lock lives in the database (every replica sees it): 30 s first.
         let state = t
             .store()
-            .login_throttle("operator:lock@example.com")
+            .login_throttle("operator:127.0.0.1:lock@example.com")
             .await
             .expect("throttle");
         assert_eq!(state.failures, 5);
@@ -429,7 +431,11 @@ async fn repeated_failed_logins_lock_the_name_in_the_database() {
         // A sixth failure doubles it.
         let again = t
             .store()
-            .record_login_failure("operator:lock@example.com", recarga_store::now_ms(), &auth::LOCKOUT)
+            .record_login_failure(
+                "operator:127.0.0.1:lock@example.com",
+                recarga_store::now_ms(),
+                &auth::LOCKOUT,
+            )
             .await
             .expect("failure");
         let wait = again.locked_until.expect("locked") - recarga_store::now_ms();

@@ -8,6 +8,7 @@
 //! | `customers.rs` | customers: list, create, detail (credit/debit, keys, limits, old-system habits, ledger) |
 //! | `transactions.rs` | transactions: filters, keyset pages, CSV, detail, UNKNOWN resolution |
 //! | `audit.rs` | the audit log |
+//! | `operators.rs` | operator accounts: list; for admins disable, enable, role, new password |
 //!
 //! Reads come from the store's read models; every change goes through the
 //! services (`recarga_service::customers`, `keys`), the same functions the
@@ -17,6 +18,7 @@
 
 mod audit;
 mod customers;
+mod operators;
 mod overview;
 mod transactions;
 
@@ -64,6 +66,11 @@ pub fn routes() -> Router<App> {
         .route("/admin/transactions/{id}", get(transactions::transaction))
         .route("/admin/transactions/{id}/resolve", post(transactions::resolve))
         .route("/admin/audit", get(audit::audit))
+        .route("/admin/operators", get(operators::operators_page))
+        .route("/admin/operators/{email}/disable", post(operators::disable))
+        .route("/admin/operators/{email}/enable", post(operators::enable))
+        .route("/admin/operators/{email}/role", post(operators::set_role))
+        .route("/admin/operators/{email}/password", post(operators::reset_password))
 }
 
 /// What every operator page shows around its content.
