@@ -123,16 +123,20 @@ async fn usage_today(app: &App, customer_id: &str) -> Result<String, WebError> {
 
 /// Balance and rows; the usage line only when `usage` is `None` (it counts
 /// the whole day, so the live stream refreshes it every [`USAGE_EVERY_MS`]).
+///
+/// The rows are read first and the balance after them, so the balance shown
+/// is never older than the top-ups shown (no SUCCESS row beside a balance
+/// from before its hold).
 async fn load(app: &App, customer_id: &str, search: &Search, usage: Option<&str>) -> Result<View, WebError> {
+    let mut s = search.search(customer_id)?;
+    s.limit = RECENT_ROWS + 1;
+    let mut found = app.store.search_topups(&s).await?;
     let c = app
         .store
         .get_customer(customer_id)
         .await?
         .ok_or_else(WebError::not_found)?;
     let cur = c.currency.as_str();
-    let mut s = search.search(customer_id)?;
-    s.limit = RECENT_ROWS + 1;
-    let mut found = app.store.search_topups(&s).await?;
     let next = if found.len() as i64 > RECENT_ROWS {
         found.truncate(RECENT_ROWS as usize);
         found.last().map(|t| {
