@@ -181,7 +181,6 @@ macro_rules! impl_processes {
             }
 
             async fn rescue_orphans(&self, check_deadline_ms: i64) -> $crate::Result<Vec<String>> {
-                use recarga_domain::TopupStatus;
                 let now = $crate::now_ms();
                 let me = self.member.id().unwrap_or(0);
                 let mut tx = self.begin().await?;
@@ -211,21 +210,8 @@ macro_rules! impl_processes {
                     }
                     ids.extend(rescued);
                 }
-                for id in &ids {
-                    let event = $crate::common::EventRecord {
-                        topup_id: id,
-                        from: Some(TopupStatus::Processing),
-                        to: TopupStatus::Unknown,
-                        actor: "rescuer",
-                        reason: Some("its process died while the upstream call may have been in flight"),
-                        now,
-                    };
-                    Self::insert_event(&mut tx, event).await?;
-                    Self::notify(&mut tx, &$crate::StoreEvent::Topup(id.clone())).await?;
-                }
-                if !ids.is_empty() {
-                    recarga_domain::failpoint::hit("rescue.before_commit");
-                }
+                let reason = "its process died while the upstream call may have been in flight";
+                Self::record_rescues(&mut tx, &ids, reason, now).await?;
                 tx.commit().await?;
                 Ok(ids)
             }

@@ -43,6 +43,37 @@ pub trait QueueStore {
 
 macro_rules! impl_queue {
     ($store:ty, $conn:ty, skip_locked = $sl:literal) => {
+        impl $store {
+            /// The events and notifications of top-ups just rescued
+            /// (PROCESSING → UNKNOWN, never resent), inside the rescuing
+            /// transaction; shared by the lease rescue and the rescue of a
+            /// dead process's claims (`crate::processes`).
+            pub(crate) async fn record_rescues(
+                tx: &mut $conn,
+                ids: &[String],
+                reason: &str,
+                now: i64,
+            ) -> $crate::Result<()> {
+                use recarga_domain::TopupStatus;
+                for id in ids {
+                    let event = $crate::common::EventRecord {
+                        topup_id: id,
+                        from: Some(TopupStatus::Processing),
+                        to: TopupStatus::Unknown,
+                        actor: "rescuer",
+                        reason: Some(reason),
+                        now,
+                    };
+                    Self::insert_event(&mut *tx, event).await?;
+                    Self::notify(&mut *tx, &$crate::StoreEvent::Topup(id.clone())).await?;
+                }
+                if !ids.is_empty() {
+                    recarga_domain::failpoint::hit("rescue.before_commit");
+                }
+                Ok(())
+            }
+        }
+
         #[async_trait::async_trait]
         impl $crate::queue::QueueStore for $store {
             async fn claim_pending(&self, owner: &str, lease_ms: i64, limit: i64) -> $crate::Result<Vec<$crate::Topup>> {
@@ -107,7 +138,6 @@ macro_rules! impl_queue {
             }
 
             async fn rescue_expired(&self, check_deadline_ms: i64) -> $crate::Result<Vec<String>> {
-                use recarga_domain::TopupStatus;
                 let now = $crate::now_ms();
                 let mut tx = self.begin().await?;
                 let ids: Vec<String> = sqlx::query_scalar(
@@ -119,21 +149,8 @@ macro_rules! impl_queue {
                 .bind(now + check_deadline_ms)
                 .fetch_all(&mut *tx)
                 .await?;
-                for id in &ids {
-                    let event = $crate::common::EventRecord {
-                        topup_id: id,
-                        from: Some(TopupStatus::Processing),
-                        to: TopupStatus::Unknown,
-                        actor: "rescuer",
-                        reason: Some("lease expired while the upstream call may have been in flight"),
-                        now,
-                    };
-                    Self::insert_event(&mut tx, event).await?;
-                    Self::notify(&mut tx, &$crate::StoreEvent::Topup(id.clone())).await?;
-                }
-                if !ids.is_empty() {
-                    recarga_domain::failpoint::hit("rescue.before_commit");
-                }
+                let reason = "lease expired while the upstream call may have been in flight";
+                Self::record_rescues(&mut tx, &ids, reason, now).await?;
                 tx.commit().await?;
                 Ok(ids)
             }
