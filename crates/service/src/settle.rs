@@ -192,7 +192,7 @@ pub async fn process(svc: &Services, topup: Topup) {
         outcome,
         exchange: exchange(ExchangeKind::Topup, provider, label, detail, attempt.exchange),
     };
-    record(svc, finish).await;
+    record(svc, finish, topup.lease_until).await;
 }
 
 /// The upstream call in two steps. First the provider's admission (its
@@ -257,9 +257,10 @@ async fn call(svc: &Services, topup: &Topup) -> Attempt {
 /// UNKNOWN. The lease guard of the finish stays: once the top-up is no longer
 /// ours (or, for a definite answer, no longer ours nor UNKNOWN) nothing is
 /// written, and the UNKNOWN resolver settles it.
-async fn record(svc: &Services, finish: Finish) {
-    // The lease was taken before the call, so it ends before this.
-    let lease_gone_at = tokio::time::Instant::now() + svc.settings.lease;
+async fn record(svc: &Services, finish: Finish, lease_until_ms: Option<i64>) {
+    // The claim's own lease deadline (the claim always sets it).
+    let left_ms = lease_until_ms.map_or(svc.settings.lease.as_millis() as i64, |until| until - now_ms());
+    let lease_gone_at = tokio::time::Instant::now() + Duration::from_millis(left_ms.max(0) as u64);
     let mut failures = 0u32;
     loop {
         match svc.finishes.submit(finish.clone()).await {
