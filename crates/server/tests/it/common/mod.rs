@@ -5,6 +5,7 @@
 //! read the simulator's ground-truth journal through `sandbox`.
 #![allow(dead_code)]
 
+pub mod pages;
 pub mod procs;
 
 /// Says on the terminal that `test` did not run and why: written to stderr
