@@ -18,16 +18,20 @@ pub enum LedgerKind {
     Debit,
     /// A correction of an earlier entry, with a reason.
     Reversal,
+    /// The opening balance of a customer imported from the old system (one
+    /// per customer; its reason names the old balance and the import run).
+    Import,
 }
 
 impl LedgerKind {
-    pub const ALL: [LedgerKind; 6] = [
+    pub const ALL: [LedgerKind; 7] = [
         LedgerKind::Hold,
         LedgerKind::Capture,
         LedgerKind::Release,
         LedgerKind::Credit,
         LedgerKind::Debit,
         LedgerKind::Reversal,
+        LedgerKind::Import,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -38,6 +42,7 @@ impl LedgerKind {
             LedgerKind::Credit => "credit",
             LedgerKind::Debit => "debit",
             LedgerKind::Reversal => "reversal",
+            LedgerKind::Import => "import",
         }
     }
 

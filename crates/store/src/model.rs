@@ -42,6 +42,11 @@ pub struct Customer {
     pub ip_allowlist: Option<String>,
     /// Whether the allow-list is enforced (imported lists start disabled).
     pub ip_allowlist_enabled: bool,
+    /// The import run that brought this customer from the old system.
+    pub import_run: Option<String>,
+    /// Invoice markup in basis points (the old `commission_percentage`);
+    /// never part of a top-up's price.
+    pub commission_bps: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -303,9 +308,23 @@ pub struct Topup {
     /// The integer id the old status route showed (set by the database on
     /// insert; `None` in the answer of the insert itself on SQLite).
     pub number: Option<i64>,
+    /// `recarga`, or `legacy` for history imported from the old system:
+    /// read-only, never queued, nothing held.
+    pub origin: String,
+    /// What the old system charged for an imported top-up (for an old
+    /// PENDING row: what resolving it SUCCESS debits), in the customer's currency.
+    pub legacy_price: Option<i64>,
+    /// The old row's own facts (JSON), for disputes.
+    #[serde(skip)]
+    pub legacy: Option<String>,
 }
 
 impl Topup {
+    /// History imported from the old system.
+    pub fn is_imported(&self) -> bool {
+        self.origin == "legacy"
+    }
+
     /// Whether the client gave no reference (we used our id).
     pub fn reference_generated(&self) -> bool {
         self.reference == self.id
