@@ -21,6 +21,7 @@ pub mod money;
 pub mod msisdn;
 pub mod netlist;
 pub mod pricing;
+pub mod reconcile;
 pub mod spreadsheet;
 pub mod status;
 
