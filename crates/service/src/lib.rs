@@ -12,6 +12,7 @@
 //! | [`customers`] | customers, credits and debits, operator resolutions: one set of rules |
 //! | [`keys`] | API keys: issue, import, rotate, authenticate |
 //! | [`operators`] | operator accounts and passwords |
+//! | [`reconcile`] | statements: import, match, classify; proposals applied by an operator |
 //! | [`hub`] | in-process signals: new work, a top-up changed, live-page events |
 //! | [`context`] | [`Services`]: what they all run with |
 //!
@@ -28,6 +29,7 @@ pub mod hub;
 pub mod keys;
 pub mod metrics;
 pub mod operators;
+pub mod reconcile;
 pub mod resolve;
 pub mod settle;
 

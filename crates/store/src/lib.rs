@@ -20,6 +20,7 @@
 //! | `audit.rs` | [`AuditStore`] | the ledger invariants |
 //! | `operators.rs` | [`OperatorStore`] | the pages' state: operators, sessions, login throttling, audit rows |
 //! | `ops.rs` | [`OpsStore`] | the pages' read models |
+//! | `reconcile.rs` | [`ReconcileStore`] | statements, reconciliation runs, their rows and proposals |
 //!
 //! [`Store`] is all of them. [`PgStore`] (PostgreSQL, for replicas) and
 //! [`SqliteStore`] (embedded, zero setup) implement it. Amounts are `BIGINT`
@@ -40,6 +41,7 @@ mod ops;
 mod pg;
 mod processes;
 mod queue;
+mod reconcile;
 mod settle;
 mod sqlite;
 pub mod testing;
@@ -58,6 +60,7 @@ pub use ops::*;
 pub use pg::PgStore;
 pub use processes::ProcessStore;
 pub use queue::QueueStore;
+pub use reconcile::{NewRun, NewStatement, ReconcileProposal, ReconcileRow, ReconcileStore, RunRecord};
 pub use settle::{EXPIRED_NOT_SENT, SettleStore};
 pub use sqlite::SqliteStore;
 pub use topups::TopupStore;
@@ -150,6 +153,7 @@ pub trait Store:
     + OperatorStore
     + OpsStore
     + ProcessStore
+    + ReconcileStore
     + Send
     + Sync
     + 'static
@@ -168,6 +172,7 @@ impl<T> Store for T where
         + OperatorStore
         + OpsStore
         + ProcessStore
+        + ReconcileStore
         + Send
         + Sync
         + 'static

@@ -12,15 +12,18 @@
 //! | `keys.rs` | `key create / revoke / list / import / rotate` |
 //! | `topups.rs` | `topup unresolved / show / resolve` |
 //! | `admin.rs` | `admin create / list` (operator accounts) |
+//! | `reconcile.rs` | `reconcile import / list / show / apply / formats` (statements) |
 
 mod admin;
 mod customers;
 mod keys;
+mod reconcile;
 mod topups;
 
 pub use admin::AdminCmd;
 pub use customers::{CustomerCmd, customer_json};
 pub use keys::{KeyCmd, duration_s, key_json};
+pub use reconcile::ReconcileCmd;
 pub use topups::TopupCmd;
 
 use crate::config::{DbConfig, RuntimeConfig, SimSettings};
@@ -69,6 +72,9 @@ pub enum Command {
     Admin(AdminCmd),
     /// Check every ledger invariant; exits 1 on any violation.
     Audit,
+    /// Statements against our top-ups: import, show, apply proposals.
+    #[command(subcommand)]
+    Reconcile(ReconcileCmd),
     /// Print `.env.example`: every setting, generated from this definition.
     #[command(hide = true)]
     EnvExample,
@@ -168,6 +174,7 @@ pub async fn run_operator(store: &dyn Store, command: Command) -> anyhow::Result
         Command::Admin(cmd) => admin::run(store, cmd).await?,
         Command::Key(cmd) => keys::run(store, cmd).await?,
         Command::Topup(cmd) => topups::run(store, cmd).await?,
+        Command::Reconcile(cmd) => reconcile::run(store, cmd).await?,
         Command::EnvExample => Value::String(env_example()),
         Command::Serve(_) | Command::Worker(_) | Command::LatcomSim(_) => anyhow::bail!("not an operator command"),
     };
