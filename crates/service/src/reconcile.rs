@@ -11,9 +11,8 @@
 
 use crate::error::{Result, ServiceError};
 use recarga_domain::reconcile::{
-    Candidate, Class, Classification, Coverage, Crosswalk, MatchOptions, ParsedStatement, Row,
-    StatementFormat, StatementKind, StatementLine, StatementTraits, classify, match_lines,
-    parse_statement,
+    Candidate, Class, Classification, Coverage, Crosswalk, MatchOptions, ParsedStatement, Row, StatementFormat,
+    StatementKind, StatementLine, StatementTraits, classify, match_lines, parse_statement,
 };
 use recarga_domain::{FinalOutcome, Money, TopupStatus};
 use recarga_store::{NewRun, NewStatement, ReconcileProposal, ReconcileRow, Resolution, RunRecord, Store, Topup};
@@ -53,8 +52,13 @@ pub struct ImportRequest {
 pub enum Progress {
     /// Rows read so far.
     Reading(u64),
-    Matching { lines: u64, topups: u64 },
-    Saving { rows: u64 },
+    Matching {
+        lines: u64,
+        topups: u64,
+    },
+    Saving {
+        rows: u64,
+    },
 }
 
 /// SHA-256 of a file, hex: how a statement imported twice is recognised.
@@ -70,7 +74,9 @@ pub async fn import(store: &dyn Store, req: ImportRequest, progress: &(dyn Fn(Pr
         return Err(ServiceError::invalid("window", "the window is 1 s to 7 days"));
     }
     req.format.validate().map_err(|e| ServiceError::invalid("format", e))?;
-    req.crosswalk.validate().map_err(|e| ServiceError::invalid("crosswalk", e))?;
+    req.crosswalk
+        .validate()
+        .map_err(|e| ServiceError::invalid("crosswalk", e))?;
     let digest = digest(&req.bytes);
     if let Some(run) = store.statement_by_digest(&digest).await? {
         let mut summary = run_summary(&run);
@@ -87,7 +93,10 @@ pub async fn import(store: &dyn Store, req: ImportRequest, progress: &(dyn Fn(Pr
             .first()
             .map(|r| format!(" (line {}: {})", r.line, r.reason))
             .unwrap_or_default();
-        return Err(ServiceError::invalid("file", format!("no line of the file could be read{why}")));
+        return Err(ServiceError::invalid(
+            "file",
+            format!("no line of the file could be read{why}"),
+        ));
     };
     let coverage = req.coverage.unwrap_or(Coverage { from: first, to: last });
     if coverage.from > coverage.to {
@@ -100,7 +109,10 @@ pub async fn import(store: &dyn Store, req: ImportRequest, progress: &(dyn Fn(Pr
     };
     let (from_ms, to_ms) = (day_start_ms(coverage.from), day_start_ms(coverage.to) + 86_400_000);
     let cands = store
-        .reconcile_candidates(from_ms - CANDIDATE_MARGIN_MS - req.window_ms, to_ms + CANDIDATE_MARGIN_MS + req.window_ms)
+        .reconcile_candidates(
+            from_ms - CANDIDATE_MARGIN_MS - req.window_ms,
+            to_ms + CANDIDATE_MARGIN_MS + req.window_ms,
+        )
         .await?;
     progress(Progress::Matching {
         lines: parsed.lines.len() as u64,
@@ -116,7 +128,9 @@ pub async fn import(store: &dyn Store, req: ImportRequest, progress: &(dyn Fn(Pr
     let statement_id = format!("stm_{}", uuid::Uuid::now_v7().simple());
     let rows = stored_rows(&run_id, &parsed.lines, &cands, &classes.rows);
     let proposals = stored_proposals(&run_id, &parsed.lines, &cands, &classes);
-    progress(Progress::Saving { rows: rows.len() as u64 });
+    progress(Progress::Saving {
+        rows: rows.len() as u64,
+    });
     let format_json = serde_json::to_string(&req.format).map_err(|e| ServiceError::Internal(e.to_string()))?;
     let statement = NewStatement {
         id: statement_id.clone(),
@@ -143,7 +157,9 @@ pub async fn import(store: &dyn Store, req: ImportRequest, progress: &(dyn Fn(Pr
         summary: summary.to_string(),
         actor: req.actor,
     };
-    store.save_reconcile_run(Some(&statement), &run, &rows, &proposals).await?;
+    store
+        .save_reconcile_run(Some(&statement), &run, &rows, &proposals)
+        .await?;
     let saved = store.reconcile_run(&run_id).await?.ok_or(ServiceError::NotFound)?;
     Ok(run_summary(&saved))
 }
@@ -229,15 +245,12 @@ pub fn run_summary(run: &RunRecord) -> Value {
 }
 
 fn line_status(line: &StatementLine) -> String {
-    line.status.clone().unwrap_or_else(|| line.delivery.as_str().to_string())
+    line.status
+        .clone()
+        .unwrap_or_else(|| line.delivery.as_str().to_string())
 }
 
-fn stored_rows(
-    run_id: &str,
-    lines: &[StatementLine],
-    cands: &[Candidate],
-    rows: &[Row],
-) -> Vec<ReconcileRow> {
+fn stored_rows(run_id: &str, lines: &[StatementLine], cands: &[Candidate], rows: &[Row]) -> Vec<ReconcileRow> {
     rows.iter()
         .enumerate()
         .map(|(seq, r)| {
@@ -331,11 +344,14 @@ pub async fn apply(store: &dyn Store, req: &ApplyRequest, settled: &(dyn Fn(&Top
     if let Some(ids) = &req.topup_ids
         && let Some(missing) = ids.iter().find(|id| !proposals.iter().any(|p| &p.topup_id == *id))
     {
-        return Err(ServiceError::invalid("topup", format!("the run proposes nothing for {missing}")));
+        return Err(ServiceError::invalid(
+            "topup",
+            format!("the run proposes nothing for {missing}"),
+        ));
     }
-    let chosen = proposals.iter().filter(|p| {
-        p.applied_at.is_none() && req.topup_ids.as_ref().is_none_or(|ids| ids.contains(&p.topup_id))
-    });
+    let chosen = proposals
+        .iter()
+        .filter(|p| p.applied_at.is_none() && req.topup_ids.as_ref().is_none_or(|ids| ids.contains(&p.topup_id)));
     let mut results: Vec<(String, String)> = Vec::new();
     let mut failure = None;
     for p in chosen {

@@ -333,7 +333,10 @@ macro_rules! impl_reconcile {
                             .push_bind(r.our_status.clone())
                             .push_bind(r.note.clone());
                     });
-                    q.build().execute(&mut *tx).await.map_err($crate::common::map_db)?;
+                    q.build()
+                        .execute(&mut *tx)
+                        .await
+                        .map_err($crate::common::map_db)?;
                 }
                 for chunk in proposals.chunks($crate::reconcile::RECONCILE_INSERT_CHUNK) {
                     let mut q = sqlx::QueryBuilder::<$db>::new(
@@ -349,7 +352,10 @@ macro_rules! impl_reconcile {
                             .push_bind(p.ven_transid.clone())
                             .push_bind(p.reason.clone());
                     });
-                    q.build().execute(&mut *tx).await.map_err($crate::common::map_db)?;
+                    q.build()
+                        .execute(&mut *tx)
+                        .await
+                        .map_err($crate::common::map_db)?;
                 }
                 tx.commit().await?;
                 Ok(())
@@ -388,7 +394,9 @@ macro_rules! impl_reconcile {
                 }
                 q.push(" AND seq > ").push_bind(after_seq);
                 q.push(" ORDER BY seq LIMIT ").push_bind(limit.max(1));
-                Ok(q.build_query_as::<$crate::ReconcileRow>().fetch_all(self.read()).await?)
+                Ok(q.build_query_as::<$crate::ReconcileRow>()
+                    .fetch_all(self.read())
+                    .await?)
             }
 
             async fn reconcile_proposals(&self, run_id: &str) -> $crate::Result<Vec<$crate::ReconcileProposal>> {
@@ -401,10 +409,12 @@ macro_rules! impl_reconcile {
             }
 
             async fn statement_raw(&self, statement_id: &str) -> $crate::Result<Option<Vec<u8>>> {
-                Ok(sqlx::query_scalar("SELECT raw FROM reconcile_statements WHERE id = $1")
-                    .bind(statement_id)
-                    .fetch_optional(self.read())
-                    .await?)
+                Ok(
+                    sqlx::query_scalar("SELECT raw FROM reconcile_statements WHERE id = $1")
+                        .bind(statement_id)
+                        .fetch_optional(self.read())
+                        .await?,
+                )
             }
 
             async fn finish_reconcile_apply(

@@ -187,11 +187,12 @@ pub(super) async fn run(store: &dyn Store, cmd: ReconcileCmd) -> anyhow::Result<
                 .await
                 .map_err(|e| refused(e, "reconciliation run"))?
         }
-        ReconcileCmd::Formats => json!({
-            "formats": ["latcom", "carrier"]
+        ReconcileCmd::Formats => {
+            let formats: Vec<_> = ["latcom", "carrier"]
                 .iter()
                 .filter_map(|n| recarga_domain::reconcile::StatementFormat::builtin(n))
-                .collect::<Vec<_>>(),
-        }),
+                .collect();
+            json!({ "formats": formats })
+        }
     })
 }

@@ -75,5 +75,5 @@ CREATE TABLE reconcile_proposals (
     PRIMARY KEY (run_id, topup_id)
 );
 
--- The top-ups of a statement's period are read by creation time.
-CREATE INDEX topups_created ON topups (created_at);
+-- The top-ups of a statement's period are read by creation time: the
+-- index `topups_created` (0006) serves it.

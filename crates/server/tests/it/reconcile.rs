@@ -1,0 +1,563 @@
+//! Issue 16, reconciliation, as an operator lives it: top-ups go through the
+//! real gateway and the Latcom simulator (successes, definite failures and
+//! two UNKNOWNs, one delivered and one not); the simulator's journal is
+//! exported as a Latcom statement in the built-in format with injected
+//! differences of every class and awkward rows (a float phone, an id in
+//! scientific notation, a bad date, a blank line, a BOM, phone and time-zone
+//! variants); `recarga reconcile import` finds exactly those differences,
+//! totals tie out to the centavo, re-importing the same file counts nothing
+//! twice, and `recarga reconcile apply` settles the UNKNOWNs through the
+//! ordinary resolution with the ledger consistent and `recarga audit`
+//! clean. A carrier claim (dates only, USD, through a crosswalk file) is an
+//! exceptions list: matched within a business day, never "absent".
+
+use crate::common::{Opts, TestApp, body, engines};
+use chrono::{DateTime, FixedOffset};
+use clap::Parser;
+use recarga_domain::{Money, TopupStatus};
+use recarga_server::cli::{Cli, run_operator};
+use recarga_store::{Store, Topup};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+const FINAL_WITHIN: Duration = Duration::from_secs(20);
+
+/// Runs `recarga <args>` against the test's store, as the binary would.
+async fn cli(store: &dyn Store, args: &[&str]) -> Result<Value, String> {
+    let cli = Cli::try_parse_from(std::iter::once("recarga").chain(args.iter().copied())).map_err(|e| e.to_string())?;
+    let (out, code) = run_operator(store, cli.command).await.map_err(|e| e.to_string())?;
+    if code != 0 {
+        return Err(format!("exit {code}: {out}"));
+    }
+    Ok(out)
+}
+
+fn at_offset(ms: i64, offset_s: i32) -> String {
+    let offset = FixedOffset::east_opt(offset_s).expect("offset");
+    DateTime::from_timestamp_millis(ms)
+        .expect("time")
+        .with_timezone(&offset)
+        .format("%Y-%m-%dT%H:%M:%S%.6f%:z")
+        .to_string()
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write");
+    path.display().to_string()
+}
+
+const HEADER: &str = "PRODUCT_TYPE,id,DATETIME,TRANSACTION_ID,DISTRIBUTOR,VENDOR_TRANSACTION_ID,DIST_TRANSID,MSISDN,\
+                      CURRENCY,AMOUNT,SKUID,STATUS,VENDOR_RESPONSE_MESSAGE,VENDOR_RESPONSE_CODE";
+
+/// One Latcom report row.
+#[allow(clippy::too_many_arguments)]
+fn row(n: usize, time: &str, lt: &str, ven: &str, dist: &str, phone: &str, amount: &str, status: &str) -> String {
+    let msg = if status == "Success" {
+        "Success"
+    } else {
+        "Action not allowed"
+    };
+    format!("2,{n},{time},{lt},Latcom,{ven},{dist},{phone},USD,{amount},Topup,{status},{msg},0")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_reconcile_to_the_centavo_and_settle_unknowns() {
+    for setup in engines().into_iter().filter(|s| s.redis_url.is_none()) {
+        let opts = Opts {
+            // UNKNOWNs stay UNKNOWN: no status query settles them first.
+            status_check_base_s: 3_600,
+            ..Opts::default()
+        };
+        let t = TestApp::spawn_with(setup, opts).await;
+        story(&t, &format!("{setup:?}")).await;
+        t.stop().await;
+    }
+}
+
+async fn topup(t: &TestApp, key: &str, phone: &str, amount: &str, reference: &str) -> Topup {
+    let (status, v) = t.topup(key, body(phone, amount, reference), Some(5)).await;
+    assert!(status.is_success(), "{reference}: {status} {v}");
+    let id = v["id"]
+        .as_str()
+        .or(v["transaction_id"].as_str())
+        .expect("id")
+        .to_string();
+    t.wait_for(&id, FINAL_WITHIN, |x| {
+        x.status.is_final() || x.status == TopupStatus::Unknown
+    })
+    .await
+}
+
+async fn story(t: &TestApp, ctx: &str) {
+    let (_, key) = t.customer("REC_1", "5000").await;
+    let ok = topup(t, &key, "5512340001", "20", "ok").await;
+    let differs = topup(t, &key, "5512340002", "50", "differs").await;
+    let failed = topup(t, &key, "5512340991", "30", "failed").await;
+    let absent = topup(t, &key, "5512340004", "30", "absent").await;
+    let unknown_delivered = topup(t, &key, "5512340993", "100", "unk-delivered").await;
+    let unknown_lost = topup(t, &key, "5512340994", "70", "unk-lost").await;
+    let both_failed = topup(t, &key, "5512340992", "40", "both-failed").await;
+    let by_carrier = topup(t, &key, "5512340005", "40", "by-carrier").await;
+    let by_phone = topup(t, &key, "5512340006", "20", "by-phone").await;
+    let by_ours = topup(t, &key, "5512340007", "60", "by-ours").await;
+    for (x, want) in [
+        (&ok, TopupStatus::Success),
+        (&failed, TopupStatus::Failed),
+        (&unknown_delivered, TopupStatus::Unknown),
+        (&unknown_lost, TopupStatus::Unknown),
+        (&both_failed, TopupStatus::Failed),
+        (&by_carrier, TopupStatus::Success),
+    ] {
+        assert_eq!(x.status, want, "{ctx}: {}", x.reference);
+    }
+    let balance_before = t.balance("REC_1").await;
+
+    // The simulator's ground truth, exported as Latcom's report.
+    let journal = t.sandbox.journal();
+    let j = |x: &Topup| journal.get(&x.id).cloned().expect("journaled");
+    let when = |x: &Topup, offset_s: i32| at_offset(x.created_at + 1_500, offset_s);
+    let sent = |x: &Topup| x.amount_sent.to_decimal_string();
+    let et = -4 * 3600;
+    let lines = [
+        // Matched by Latcom's id; the phone with its country code.
+        row(
+            1,
+            &when(&ok, et),
+            &j(&ok).trans_id,
+            &j(&ok).ven_transid,
+            "",
+            "525512340001",
+            &sent(&ok),
+            "Success",
+        ),
+        // Amount differs: 10.00 more than we sent.
+        row(
+            2,
+            &when(&differs, et),
+            &j(&differs).trans_id,
+            &j(&differs).ven_transid,
+            "",
+            "5512340002",
+            &(differs.amount_sent.checked_add(Money::major(10)).expect("sum")).to_decimal_string(),
+            "Success",
+        ),
+        // Delivered at Latcom (with a carrier id), FAILED with us.
+        row(
+            3,
+            &when(&failed, et),
+            &j(&failed).trans_id,
+            "114368000777",
+            "",
+            "5512340991",
+            &sent(&failed),
+            "Success",
+        ),
+        // `absent` is left out of the statement.
+        // Our UNKNOWN, delivered: Latcom has it with the carrier's id (we never heard its ids).
+        row(
+            4,
+            &when(&unknown_delivered, et),
+            &j(&unknown_delivered).trans_id,
+            &j(&unknown_delivered).ven_transid,
+            "",
+            "5512340993",
+            &sent(&unknown_delivered),
+            "Success",
+        ),
+        // `unknown_lost` is absent: never reached Latcom's books.
+        row(
+            5,
+            &when(&both_failed, et),
+            &j(&both_failed).trans_id,
+            "",
+            "",
+            "5512340992",
+            &sent(&both_failed),
+            "Fail",
+        ),
+        // Only the carrier's id.
+        row(
+            6,
+            &when(&by_carrier, et),
+            "",
+            &j(&by_carrier).ven_transid,
+            "",
+            "5512340005",
+            &sent(&by_carrier),
+            "Success",
+        ),
+        // No ids at all, the time in UTC and 3 minutes late: phone + amount + window.
+        row(
+            7,
+            &at_offset(by_phone.created_at + 180_000, 0),
+            "",
+            "",
+            "",
+            "55 1234 0006",
+            &sent(&by_phone),
+            "Success",
+        ),
+        // Only our id.
+        row(
+            8,
+            &when(&by_ours, et),
+            "",
+            "",
+            &by_ours.id,
+            "5512340007",
+            &sent(&by_ours),
+            "Success",
+        ),
+        // Unknown to us, and a second line for `ok` (billed twice).
+        row(
+            9,
+            &when(&ok, et),
+            "LT99999999",
+            "114368000999",
+            "",
+            "5599990000",
+            "150",
+            "Success",
+        ),
+        row(
+            10,
+            &when(&ok, et),
+            &j(&ok).trans_id,
+            &j(&ok).ven_transid,
+            "",
+            "5512340001",
+            &sent(&ok),
+            "Success",
+        ),
+    ];
+    let awkward = [
+        row(11, &when(&ok, et), "LT1", "", "", "5512340001.0", "20", "Success"),
+        row(
+            12,
+            &when(&ok, et),
+            "LT2",
+            "1.14368E+11",
+            "",
+            "5512340001",
+            "20",
+            "Success",
+        ),
+        row(13, "18/03/2025", "LT3", "", "", "5512340001", "20", "Success"),
+    ];
+    let text = format!("\u{feff}{HEADER}\n{}\n\n{}\n", lines.join("\n"), awkward.join("\n"));
+    let dir = recarga_store::testing::temp_dir("reconcile");
+    let file = write(&dir, "latcom-march.csv", &text);
+    let run = cli(
+        t.store(),
+        &[
+            "reconcile",
+            "import",
+            "--source",
+            "latcom",
+            "--file",
+            &file,
+            "--actor",
+            "ops@recarga",
+        ],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{ctx}: import: {e}"));
+
+    let classes = &run["classes"];
+    let want = [
+        ("matched", 5), // ok, both_failed, by_carrier, by_phone, by_ours
+        ("amount_differs", 1),
+        ("delivered_but_failed", 1),
+        ("success_not_in_statement", 1),
+        ("unknown_to_us", 2),
+        ("unknown_with_evidence", 2),
+    ];
+    for (class, n) in want {
+        assert_eq!(classes[class], n, "{ctx}: {class}: {run:#}");
+    }
+    assert_eq!(run["rejected"], 3, "{ctx}: {run:#}");
+    let rejected_lines: Vec<u64> = run["rejects"]
+        .as_array()
+        .expect("rejects")
+        .iter()
+        .map(|r| r["line"].as_u64().expect("line"))
+        .collect();
+    assert_eq!(
+        rejected_lines,
+        vec![13, 14, 15],
+        "{ctx}: the blank line 12 is no row: {run:#}"
+    );
+    assert!(
+        run["rejects"][0]["reason"].as_str().expect("reason").contains(".0"),
+        "{ctx}"
+    );
+    assert!(
+        run["rejects"][1]["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("scientific"),
+        "{ctx}"
+    );
+
+    // Totals to the centavo: the statement's own sum, and per class in MXN.
+    let line_sum: i64 = [
+        &ok,
+        &failed,
+        &unknown_delivered,
+        &both_failed,
+        &by_carrier,
+        &by_phone,
+        &by_ours,
+        &ok,
+    ]
+    .iter()
+    .map(|x| x.amount_sent.0)
+    .sum::<i64>()
+        + differs.amount_sent.0
+        + 1_000
+        + 15_000;
+    assert_eq!(run["statement_total"], Money(line_sum).to_decimal_string(), "{ctx}");
+    let tied: i64 = run["totals"]
+        .as_object()
+        .expect("totals")
+        .values()
+        .map(|c| {
+            Money::parse_decimal(c["statement_amount"].as_str().expect("amount"))
+                .expect("money")
+                .0
+        })
+        .sum();
+    assert_eq!(tied, line_sum, "{ctx}: the classes tie out to the statement");
+    let mxn = |class: &str| run["totals"][class]["mxn"].as_str().expect("mxn").to_string();
+    let faces = |xs: &[&Topup]| Money(xs.iter().map(|x| x.face_value.0).sum()).to_decimal_string();
+    assert_eq!(
+        mxn("matched"),
+        faces(&[&ok, &both_failed, &by_carrier, &by_phone, &by_ours]),
+        "{ctx}"
+    );
+    assert_eq!(
+        mxn("unknown_with_evidence"),
+        faces(&[&unknown_delivered, &unknown_lost]),
+        "{ctx}"
+    );
+    assert_eq!(mxn("success_not_in_statement"), faces(&[&absent]), "{ctx}");
+    let day = recarga_domain::reconcile::business_day(ok.created_at).to_string();
+    assert_eq!(run["by_day"][&day]["matched"]["count"], 5, "{ctx}: {run:#}");
+    assert_eq!(run["by_month"][&day[..7]]["unknown_to_us"]["count"], 2, "{ctx}");
+
+    // Each match names its rule.
+    let run_id = run["run_id"].as_str().expect("run_id").to_string();
+    let shown = cli(t.store(), &["reconcile", "show", "--run", &run_id, "--limit", "1000"])
+        .await
+        .expect("show");
+    let rows = shown["rows"].as_array().expect("rows");
+    let rule_of = |id: &str| -> Vec<String> {
+        rows.iter()
+            .filter(|r| r["topup_id"] == id)
+            .map(|r| {
+                format!(
+                    "{}/{}",
+                    r["class"].as_str().unwrap_or(""),
+                    r["rule"].as_str().unwrap_or("-")
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        rule_of(&ok.id),
+        vec!["matched/upstream_id", "unknown_to_us/upstream_id"],
+        "{ctx}"
+    );
+    assert_eq!(rule_of(&by_carrier.id), vec!["matched/carrier_id"], "{ctx}");
+    assert_eq!(rule_of(&by_phone.id), vec!["matched/phone_amount_window"], "{ctx}");
+    assert_eq!(rule_of(&by_ours.id), vec!["matched/our_id"], "{ctx}");
+    assert_eq!(rule_of(&failed.id), vec!["delivered_but_failed/upstream_id"], "{ctx}");
+    assert_eq!(rule_of(&absent.id), vec!["success_not_in_statement/-"], "{ctx}");
+    let proposals: HashMap<String, String> = shown["proposals"]
+        .as_array()
+        .expect("proposals")
+        .iter()
+        .map(|p| {
+            (
+                p["topup_id"].as_str().unwrap_or("").to_string(),
+                p["outcome"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(proposals.len(), 2, "{ctx}: {proposals:?}");
+    assert_eq!(proposals[&unknown_delivered.id], "success", "{ctx}");
+    assert_eq!(proposals[&unknown_lost.id], "failed", "{ctx}");
+    // Nothing is applied without an operator.
+    assert_eq!(
+        t.store()
+            .get_topup(&unknown_lost.id)
+            .await
+            .expect("read")
+            .expect("row")
+            .status,
+        TopupStatus::Unknown
+    );
+
+    // The same file again is recognised and not counted twice.
+    let again = cli(
+        t.store(),
+        &["reconcile", "import", "--source", "latcom", "--file", &file],
+    )
+    .await
+    .expect("again");
+    assert_eq!(
+        (again["duplicate"].as_bool(), again["run_id"].as_str()),
+        (Some(true), Some(run_id.as_str())),
+        "{ctx}"
+    );
+    let listed = cli(t.store(), &["reconcile", "list"]).await.expect("list");
+    assert_eq!(listed["runs"].as_array().map(Vec::len), Some(1), "{ctx}");
+
+    // An operator applies them: one audited step through the resolution.
+    let refused = cli(
+        t.store(),
+        &[
+            "reconcile",
+            "apply",
+            "--run",
+            &run_id,
+            "--actor",
+            "ops@recarga",
+            "--reason",
+            " ",
+        ],
+    )
+    .await;
+    assert!(refused.is_err(), "{ctx}: a reason is required");
+    let applied = cli(
+        t.store(),
+        &[
+            "reconcile",
+            "apply",
+            "--run",
+            &run_id,
+            "--actor",
+            "ops@recarga",
+            "--reason",
+            "March statement",
+        ],
+    )
+    .await
+    .expect("apply");
+    assert_eq!(applied["applied"], 2, "{ctx}: {applied}");
+    let settled = t
+        .store()
+        .get_topup(&unknown_delivered.id)
+        .await
+        .expect("read")
+        .expect("row");
+    assert_eq!(settled.status, TopupStatus::Success, "{ctx}");
+    assert_eq!(
+        settled.upstream_ven_transid,
+        Some(j(&unknown_delivered).ven_transid),
+        "{ctx}"
+    );
+    let released = t.store().get_topup(&unknown_lost.id).await.expect("read").expect("row");
+    assert_eq!(released.status, TopupStatus::Failed, "{ctx}");
+    assert_eq!(
+        t.balance("REC_1").await,
+        balance_before.checked_add(unknown_lost.held).expect("sum"),
+        "{ctx}: only the lost one's hold came back"
+    );
+    let again = cli(
+        t.store(),
+        &[
+            "reconcile",
+            "apply",
+            "--run",
+            &run_id,
+            "--actor",
+            "ops@recarga",
+            "--reason",
+            "again",
+        ],
+    )
+    .await
+    .expect("apply again");
+    assert_eq!(again["applied"], 0, "{ctx}: nothing is applied twice");
+    let audit = t
+        .store()
+        .audit_entries(Some(&run_id), None, 10)
+        .await
+        .expect("audit rows");
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.action == "reconcile.apply" && a.actor == "ops@recarga"),
+        "{ctx}"
+    );
+    let resolved = t
+        .store()
+        .audit_entries(Some(&unknown_lost.id), None, 10)
+        .await
+        .expect("audit rows");
+    assert!(resolved.iter().any(|a| a.action == "topup.resolve"), "{ctx}");
+    let audit = cli(t.store(), &["audit"]).await.expect("recarga audit is clean");
+    assert_eq!(audit["clean"], true, "{ctx}");
+
+    carrier_claim(t, ctx, &dir, &ok, &absent).await;
+}
+
+/// A carrier's claim: dates only (Mexico City), whole USD bundle prices read
+/// through a crosswalk, no status: an exceptions list.
+async fn carrier_claim(t: &TestApp, ctx: &str, dir: &Path, ok: &Topup, absent: &Topup) {
+    let crosswalk = write(
+        dir,
+        "crosswalk.json",
+        r#"{"entries": [{"source": "carrier", "product": "XOOM20", "amount": "1", "face_value": "20"},
+                        {"source": "carrier", "product": "XOOM30", "face_value": "30"}]}"#,
+    );
+    let date = |x: &Topup| {
+        recarga_domain::reconcile::business_day(x.created_at)
+            .format("%d/%m/%Y")
+            .to_string()
+    };
+    let text = format!(
+        "FECHA,NUM_TELEFONO,COD_BONO,SEC_ACTUACION,ImpUSD,CANTIDAD_ADI,CANTIDAD_MITOPUP,DIF\n\
+         {},5512340001,XOOM20,,1,1,0,1\n\
+         {},5512349999,XOOM30,114368001234,2,1,0,1\n\
+         {},5512340004,BFRIQUIN,114368000000.0,10,1,0,1\n",
+        date(ok),
+        date(ok),
+        date(absent),
+    );
+    let file = write(dir, "temm.csv", &text);
+    let cw = crosswalk.as_str();
+    let run = cli(
+        t.store(),
+        &[
+            "reconcile",
+            "import",
+            "--source",
+            "carrier",
+            "--file",
+            &file,
+            "--crosswalk",
+            cw,
+        ],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{ctx}: carrier import: {e}"));
+    assert_eq!(run["kind"], "exceptions", "{ctx}");
+    assert_eq!(run["classes"]["matched"], 1, "{ctx}: {run:#}");
+    assert_eq!(run["classes"]["unknown_to_us"], 1, "{ctx}: {run:#}");
+    assert_eq!(
+        run["classes"]["success_not_in_statement"], 0,
+        "{ctx}: an exceptions list says nothing of absence"
+    );
+    assert_eq!(run["rules"]["phone_amount_window"], 1, "{ctx}: {run:#}");
+    assert_eq!(run["rejected"], 1, "{ctx}: the id Excel rounded");
+    assert_eq!(run["statement_total"], "3.00", "{ctx}: USD, as the carrier bills");
+    assert_eq!(
+        run["totals"]["unknown_to_us"]["mxn"], "30.00",
+        "{ctx}: through the crosswalk"
+    );
+}
