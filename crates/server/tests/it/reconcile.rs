@@ -11,6 +11,7 @@
 //! clean. A carrier claim (dates only, USD, through a crosswalk file) is an
 //! exceptions list: matched within a business day, never "absent".
 
+use crate::common::pages::{Browser, PASSWORD, operator};
 use crate::common::{Opts, TestApp, body, engines};
 use chrono::{DateTime, FixedOffset};
 use clap::Parser;
@@ -416,7 +417,8 @@ async fn story(t: &TestApp, ctx: &str) {
     let listed = cli(t.store(), &["reconcile", "list"]).await.expect("list");
     assert_eq!(listed["runs"].as_array().map(Vec::len), Some(1), "{ctx}");
 
-    // An operator applies them: one audited step through the resolution.
+    // An operator applies one from the command line (an actor and a reason
+    // are required), the other from the panel.
     let refused = cli(
         t.store(),
         &[
@@ -439,6 +441,8 @@ async fn story(t: &TestApp, ctx: &str) {
             "apply",
             "--run",
             &run_id,
+            "--topup",
+            &unknown_delivered.id,
             "--actor",
             "ops@recarga",
             "--reason",
@@ -447,7 +451,7 @@ async fn story(t: &TestApp, ctx: &str) {
     )
     .await
     .expect("apply");
-    assert_eq!(applied["applied"], 2, "{ctx}: {applied}");
+    assert_eq!(applied["applied"], 1, "{ctx}: {applied}");
     let settled = t
         .store()
         .get_topup(&unknown_delivered.id)
@@ -460,6 +464,18 @@ async fn story(t: &TestApp, ctx: &str) {
         Some(j(&unknown_delivered).ven_transid),
         "{ctx}"
     );
+    assert_eq!(
+        t.store()
+            .get_topup(&unknown_lost.id)
+            .await
+            .expect("read")
+            .expect("row")
+            .status,
+        TopupStatus::Unknown
+    );
+
+    panel(t, ctx, &run_id, &text).await;
+
     let released = t.store().get_topup(&unknown_lost.id).await.expect("read").expect("row");
     assert_eq!(released.status, TopupStatus::Failed, "{ctx}");
     assert_eq!(
@@ -488,18 +504,24 @@ async fn story(t: &TestApp, ctx: &str) {
         .audit_entries(Some(&run_id), None, 10)
         .await
         .expect("audit rows");
-    assert!(
-        audit
-            .iter()
-            .any(|a| a.action == "reconcile.apply" && a.actor == "ops@recarga"),
-        "{ctx}"
+    assert_eq!(
+        audit.iter().filter(|a| a.action == "reconcile.apply").count(),
+        3,
+        "{ctx}: one per operator step"
     );
+    assert!(audit.iter().any(|a| a.actor == "ops@recarga"), "{ctx}");
+    assert!(audit.iter().any(|a| a.actor == "admin@recarga.test"), "{ctx}");
     let resolved = t
         .store()
         .audit_entries(Some(&unknown_lost.id), None, 10)
         .await
         .expect("audit rows");
-    assert!(resolved.iter().any(|a| a.action == "topup.resolve"), "{ctx}");
+    assert!(
+        resolved
+            .iter()
+            .any(|a| a.action == "topup.resolve" && a.actor == "admin@recarga.test"),
+        "{ctx}"
+    );
     let audit = cli(t.store(), &["audit"]).await.expect("recarga audit is clean");
     assert_eq!(audit["clean"], true, "{ctx}");
 
@@ -560,4 +582,130 @@ async fn carrier_claim(t: &TestApp, ctx: &str, dir: &Path, ok: &Topup, absent: &
         run["totals"]["unknown_to_us"]["mxn"], "30.00",
         "{ctx}: through the crosswalk"
     );
+}
+
+/// The panel: the runs page, an upload (recognised as a duplicate), a
+/// viewer refused, the run's page with its classes and rejects, its rows as
+/// CSV, the JSON API, and the remaining proposal applied by an admin.
+async fn panel(t: &TestApp, ctx: &str, run_id: &str, statement: &str) {
+    operator(t, "admin@recarga.test", "admin").await;
+    operator(t, "viewer@recarga.test", "viewer").await;
+    let mut viewer = Browser::new(&t.base);
+    viewer.login("viewer@recarga.test", PASSWORD).await;
+    let mut admin = Browser::new(&t.base);
+    admin.login("admin@recarga.test", PASSWORD).await;
+
+    let list = admin.get("/admin/reconciliations").await;
+    assert_eq!(list.status, 200, "{ctx}: {}", list.text);
+    assert!(
+        list.text.contains(run_id) && list.text.contains("reconcile-upload"),
+        "{ctx}"
+    );
+    let csrf = list
+        .text
+        .split("data-csrf=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("csrf")
+        .to_string();
+    let upload = |b: &Browser, csrf: &str, body: &str| {
+        b.request(
+            reqwest::Method::POST,
+            "/admin/reconciliations/upload?source=latcom&file=again.csv",
+        )
+        .header("x-csrf-token", csrf)
+        .header("content-type", "text/csv")
+        .body(body.to_string())
+        .send()
+    };
+    let viewer_csrf = viewer
+        .get("/admin/reconciliations")
+        .await
+        .text
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or_default()
+        .to_string();
+    let refused = upload(&viewer, &viewer_csrf, statement).await.expect("upload");
+    assert_eq!(refused.status(), 403, "{ctx}: a viewer cannot import");
+    let stale = upload(&admin, "not-the-token", statement).await.expect("upload");
+    assert_eq!(stale.status(), 403, "{ctx}: the CSRF token is checked");
+    let dup = upload(&admin, &csrf, statement).await.expect("upload");
+    assert_eq!(dup.status(), 200, "{ctx}");
+    let dup: Value = dup.json().await.expect("json");
+    assert_eq!(
+        (dup["duplicate"].as_bool(), dup["run_id"].as_str()),
+        (Some(true), Some(run_id)),
+        "{ctx}"
+    );
+    let bad = upload(&admin, &csrf, "nothing,useful\n1,2\n").await.expect("upload");
+    assert_eq!(bad.status(), 422, "{ctx}");
+    let bad: Value = bad.json().await.expect("json");
+    assert!(
+        bad["message"].as_str().unwrap_or("").contains("DATETIME"),
+        "{ctx}: {bad}"
+    );
+
+    let page = admin.get(&format!("/admin/reconciliations/{run_id}")).await;
+    assert_eq!(page.status, 200, "{ctx}");
+    for needle in [
+        "class-delivered_but_failed",
+        "scientific notation",
+        "id=\"apply-form\"",
+        "absent from the provider",
+    ] {
+        assert!(page.text.contains(needle), "{ctx}: {needle} missing from the run page");
+    }
+    let filtered = admin
+        .get(&format!("/admin/reconciliations/{run_id}?class=unknown_to_us"))
+        .await;
+    assert!(
+        filtered.text.contains("LT99999999") && !filtered.text.contains("phone_amount_window"),
+        "{ctx}"
+    );
+    let csv = admin
+        .get(&format!(
+            "/admin/reconciliations/{run_id}/rows.csv?class=amount_differs"
+        ))
+        .await;
+    assert_eq!(csv.status, 200, "{ctx}");
+    assert_eq!(csv.text.lines().count(), 2, "{ctx}: header + the one row: {}", csv.text);
+
+    let api = t
+        .http
+        .get(format!("{}/api/admin/reconciliations/{run_id}?class=matched", t.base))
+        .header("x-admin-key", t.app.admin_key.as_str())
+        .send()
+        .await
+        .expect("api");
+    assert_eq!(api.status(), 200, "{ctx}");
+    let api: Value = api.json().await.expect("json");
+    assert_eq!(api["run"]["classes"]["matched"], 5, "{ctx}");
+    assert_eq!(api["rows"].as_array().map(Vec::len), Some(5), "{ctx}");
+    let anonymous = t
+        .http
+        .get(format!("{}/api/admin/reconciliations", t.base))
+        .send()
+        .await
+        .expect("api");
+    assert_eq!(anonymous.status(), 401, "{ctx}");
+
+    let form_csrf = page.csrf();
+    let no_reason = admin
+        .post(
+            &format!("/admin/reconciliations/{run_id}/apply"),
+            &[("csrf", &form_csrf), ("reason", "")],
+        )
+        .await;
+    assert_eq!(no_reason.status, 422, "{ctx}");
+    let applied = admin
+        .post(
+            &format!("/admin/reconciliations/{run_id}/apply"),
+            &[("csrf", &form_csrf), ("reason", "March statement, the rest")],
+        )
+        .await;
+    assert_eq!(applied.status, 303, "{ctx}: {}", applied.text);
+    let after = admin.get(&format!("/admin/reconciliations/{run_id}")).await;
+    assert_eq!(after.text.matches("applied by").count(), 2, "{ctx}");
 }
