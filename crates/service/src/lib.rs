@@ -13,6 +13,7 @@
 //! | [`keys`] | API keys: issue, import, rotate, authenticate |
 //! | [`operators`] | operator accounts and passwords |
 //! | [`reconcile`] | statements: import, match, classify; proposals applied by an operator |
+//! | [`dispute`] | a run's dispute pack (zip): totals that tie out, disputed lines with our evidence |
 //! | [`hub`] | in-process signals: new work, a top-up changed, live-page events |
 //! | [`context`] | [`Services`]: what they all run with |
 //!
@@ -23,6 +24,7 @@
 pub mod accept;
 pub mod context;
 pub mod customers;
+pub mod dispute;
 pub mod error;
 pub mod expire;
 pub mod hub;

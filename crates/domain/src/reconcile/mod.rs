@@ -26,4 +26,4 @@ pub use classify::{
 pub use format::{AmountBasis, Crosswalk, CrosswalkEntry, Delivery, Role, StatementFormat, StatementKind};
 pub use line::{Candidate, Expect, LineTime, StatementLine, business_day, normalise_id};
 pub use matching::{LineMatch, MatchOptions, Rule, match_lines};
-pub use parse::{FormatError, ParsedStatement, Reject, parse_statement};
+pub use parse::{FormatError, ParsedStatement, Reject, parse_statement, records_at_lines};

@@ -313,6 +313,44 @@ impl RowContext<'_> {
     }
 }
 
+/// The header and the records at these physical lines of a file, numbered
+/// as [`parse_statement`] numbers them: a dispute pack quotes the
+/// statement's own rows, so its CSV reads again with the same format.
+pub fn records_at_lines(
+    bytes: &[u8],
+    wanted: &std::collections::HashSet<u64>,
+) -> Result<(Vec<String>, Vec<(u64, Vec<String>)>), FormatError> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .has_headers(true)
+        .from_reader(bytes);
+    let header: Vec<String> = reader
+        .headers()
+        .map_err(|e| FormatError::Unreadable(e.to_string()))?
+        .iter()
+        .map(str::to_string)
+        .collect();
+    let mut lines = LineCounter::default();
+    let mut out = Vec::with_capacity(wanted.len());
+    let mut record = csv::StringRecord::new();
+    loop {
+        let fallback = lines.at(bytes, reader.position().byte());
+        match reader.read_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {
+                let line = record.position().map_or(fallback, |p| lines.at(bytes, p.byte()));
+                if wanted.contains(&line) {
+                    out.push((line, record.iter().map(str::to_string).collect()));
+                }
+            }
+            // Unreadable rows were rejects: never disputed lines.
+            Err(_) => continue,
+        }
+    }
+    Ok((header, out))
+}
+
 /// An id as text: trimmed and upper-cased; refused when a spreadsheet read
 /// it as a number (`RECONCILE.md` §2.2: `.0`, scientific notation).
 pub fn clean_id(value: Option<&str>, column: Option<&str>) -> Result<Option<String>, String> {
@@ -422,6 +460,24 @@ mod tests {
         assert!(matches!(err, Err(FormatError::MissingColumn(..))), "{err:?}");
         let err = parse_statement(&f, "carrier", &Crosswalk::default(), b"", &mut |_| {});
         assert!(err.is_err());
+    }
+
+    #[test]
+    fn records_are_found_by_the_line_numbers_parsing_gave() {
+        let text = "\u{feff}FECHA,NUM_TELEFONO,COD_BONO,SEC_ACTUACION,ImpUSD\n\
+            18/03/2025,5512345678,BFRIQUIN,114368000123,10\n\
+            \n\
+            19/03/2025,5512345679,\"BF\nRISEM\",114368000125,7\n\
+            20/03/2025,5512345670,BFRISEM,114368000126,7\n";
+        let p = parse("carrier", text);
+        let lines: Vec<u64> = p.lines.iter().map(|l| l.line_no).collect();
+        assert_eq!(lines, vec![2, 4, 6], "a quoted line break spans two lines");
+        let wanted = [4, 6].into_iter().collect();
+        let (header, rows) = records_at_lines(text.as_bytes(), &wanted).expect("reads");
+        assert_eq!(header[0], "FECHA");
+        assert_eq!(rows.len(), 2);
+        assert_eq!((rows[0].0, rows[0].1[2].as_str()), (4, "BF\nRISEM"));
+        assert_eq!((rows[1].0, rows[1].1[1].as_str()), (6, "5512345670"));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! and classifies it, and prints the run (`run_id`, `classes`, totals per
 //! class, day and month, rejects with line numbers, proposals). On a
 //! terminal it draws its progress on stderr. `show` and `list` read runs
-//! back; `apply` settles the run's proposals through the ordinary
+//! back; `pack` writes a run's dispute pack (zip); `apply` settles the run's proposals through the ordinary
 //! resolution, and only when an operator (`--actor`) asks, with a reason.
 
 use super::refused;
@@ -77,6 +77,14 @@ pub enum ReconcileCmd {
         actor: String,
         #[arg(long)]
         reason: String,
+    },
+    /// Write a run's dispute pack (zip: summary, disputed lines with our
+    /// evidence, raw exchanges); prints its summary.
+    Pack {
+        #[arg(long)]
+        run: String,
+        #[arg(long)]
+        out: PathBuf,
     },
     /// The built-in formats, as JSON (a start for your own `--formats` file).
     Formats,
@@ -186,6 +194,13 @@ pub(super) async fn run(store: &dyn Store, cmd: ReconcileCmd) -> anyhow::Result<
             reconcile::apply(store, &req, &|_| {})
                 .await
                 .map_err(|e| refused(e, "reconciliation run"))?
+        }
+        ReconcileCmd::Pack { run, out } => {
+            let (bytes, summary) = recarga_service::dispute::pack(store, &run)
+                .await
+                .map_err(|e| refused(e, "reconciliation run"))?;
+            std::fs::write(&out, &bytes).map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
+            json!({ "out": out.display().to_string(), "bytes": bytes.len(), "summary": summary })
         }
         ReconcileCmd::Formats => {
             let formats: Vec<_> = ["latcom", "carrier"]

@@ -541,7 +541,72 @@ async fn story(t: &TestApp, ctx: &str) {
     let audit = cli(t.store(), &["audit"]).await.expect("recarga audit is clean");
     assert_eq!(audit["clean"], true, "{ctx}");
 
+    dispute_pack(t, ctx, &dir, &run_id, &run).await;
     carrier_claim(t, ctx, &dir, &ok, &absent).await;
+}
+
+/// The dispute pack: its totals tie out, its CSV carries our evidence and
+/// reads again as a Latcom statement.
+async fn dispute_pack(t: &TestApp, ctx: &str, dir: &Path, run_id: &str, run: &Value) {
+    let out = dir.join("pack.zip").display().to_string();
+    let packed = cli(t.store(), &["reconcile", "pack", "--run", run_id, "--out", &out])
+        .await
+        .expect("pack");
+    let s = &packed["summary"];
+    assert_eq!(s["claimed"]["lines"], 10, "{ctx}: {s:#}");
+    assert_eq!(s["agreed"]["lines"], 5, "{ctx}");
+    assert_eq!(s["disputed"]["lines"], 5, "{ctx}");
+    assert_eq!(s["claimed"]["amount"], run["statement_total"], "{ctx}");
+    let amount = |v: &Value| Money::parse_decimal(v.as_str().expect("amount")).expect("money").0;
+    assert_eq!(
+        amount(&s["claimed"]["amount"]),
+        amount(&s["agreed"]["amount"]) + amount(&s["disputed"]["amount"]),
+        "{ctx}"
+    );
+    let by_class: i64 = s["disputed_by_class"]
+        .as_object()
+        .expect("classes")
+        .values()
+        .map(|c| amount(&c["amount"]))
+        .sum();
+    assert_eq!(by_class, amount(&s["disputed"]["amount"]), "{ctx}: the classes add up");
+    assert_eq!(s["ours_not_in_statement"]["lines"], 2, "{ctx}");
+
+    let mut zip = zip::ZipArchive::new(std::fs::File::open(&out).expect("zip")).expect("a zip");
+    let mut read = |name: &str| {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut zip.by_name(name).expect(name), &mut text).expect("text");
+        text
+    };
+    let disputed = read("disputed.csv");
+    assert_eq!(disputed.lines().count(), 6, "{ctx}: header + 5 lines: {disputed}");
+    let header = disputed.lines().next().unwrap_or_default();
+    assert!(
+        header.starts_with("PRODUCT_TYPE,id,DATETIME") && header.contains("recarga_ledger"),
+        "{ctx}: {header}"
+    );
+    assert!(
+        disputed.contains("delivered_but_failed") && disputed.contains("dist_transid"),
+        "{ctx}: the request sent is evidence"
+    );
+    let exchanges: Value = serde_json::from_str(&read("exchanges.json")).expect("json");
+    assert!(
+        exchanges.as_object().is_some_and(|m| m.len() >= 4),
+        "{ctx}: {exchanges}"
+    );
+    let again = write(dir, "disputed.csv", &disputed);
+    let reread = cli(
+        t.store(),
+        &["reconcile", "import", "--source", "latcom", "--file", &again],
+    )
+    .await
+    .expect("re-import");
+    assert_eq!(
+        (reread["lines"].as_u64(), reread["rejected"].as_u64()),
+        (Some(5), Some(0)),
+        "{ctx}: {reread:#}"
+    );
+    assert_eq!(reread["statement_total"], s["disputed"]["amount"], "{ctx}");
 }
 
 /// A carrier's claim: dates only (Mexico City), whole USD bundle prices read
@@ -722,6 +787,8 @@ async fn panel(t: &TestApp, ctx: &str, run_id: &str, statement: &str) {
         )
         .await;
     assert_eq!(applied.status, 303, "{ctx}: {}", applied.text);
+    let zip = admin.get(&format!("/admin/reconciliations/{run_id}/pack.zip")).await;
+    assert_eq!(zip.status, 200, "{ctx}: the panel's dispute pack");
     let after = admin.get(&format!("/admin/reconciliations/{run_id}")).await;
     assert_eq!(after.text.matches("applied by").count(), 2, "{ctx}");
 }

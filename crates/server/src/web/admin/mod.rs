@@ -80,6 +80,7 @@ pub fn routes() -> Router<App> {
         )
         .route("/admin/reconciliations/{id}", get(reconcile::run_page))
         .route("/admin/reconciliations/{id}/rows.csv", get(reconcile::rows_csv))
+        .route("/admin/reconciliations/{id}/pack.zip", get(reconcile::pack_zip))
         .route("/admin/reconciliations/{id}/apply", post(reconcile::apply))
 }
 

@@ -2,7 +2,7 @@
 //! (`/admin/reconciliations`), one run (`/admin/reconciliations/{id}`: the
 //! classes with their MXN totals, the rejected rows with their line
 //! numbers, the proposals an admin may apply, and the rows of a class in
-//! keyset pages), its rows as CSV, and the apply step.
+//! keyset pages), its rows as CSV, its dispute pack (zip), and the apply step.
 //!
 //! The upload sends the file's bytes as the request body (`assets/reconcile.js`
 //! shows the upload's progress, then opens the run), with the CSRF token in
@@ -366,6 +366,24 @@ pub(super) async fn rows_csv(
     Ok((
         [
             (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+/// `GET /admin/reconciliations/{id}/pack.zip`: the run's dispute pack.
+pub(super) async fn pack_zip(
+    State(app): State<App>,
+    _op: OperatorSession,
+    Path(id): Path<String>,
+) -> Result<Response, WebError> {
+    let (bytes, _) = recarga_service::dispute::pack(app.store.as_ref(), &id).await?;
+    let disposition = format!("attachment; filename=\"dispute-{id}.zip\"");
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/zip".to_string()),
             (header::CONTENT_DISPOSITION, disposition),
         ],
         bytes,
