@@ -7,6 +7,7 @@ pub mod compat;
 pub mod error;
 pub mod extract;
 pub mod openapi;
+pub mod reconcile;
 pub mod schema;
 pub mod shapes;
 pub mod v1;
@@ -35,8 +36,8 @@ pub fn router(app: App) -> Router {
         .route("/health", get(health))
         .route("/api/queue/stats", get(queue_stats))
         .route("/api/admin/topups/{id}", get(admin_topup))
-        .route("/api/admin/reconciliations", get(admin_reconciliations))
-        .route("/api/admin/reconciliations/{id}", get(admin_reconciliation))
+        .route("/api/admin/reconciliations", get(reconcile::admin_reconciliations))
+        .route("/api/admin/reconciliations/{id}", get(reconcile::admin_reconciliation))
         .route("/metrics", get(metrics_text))
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async {
@@ -251,46 +252,6 @@ fn rss_mb() -> u64 {
 /// One top-up with everything a dispute needs: its state history and every
 /// upstream exchange (request without the token, response, HTTP status,
 /// times, Latcom's `transId`, the carrier's `venTransid`). Operators only.
-/// `GET /api/admin/reconciliations`: the newest runs' summaries.
-async fn admin_reconciliations(
-    State(app): State<App>,
-    _admin: extract::Admin,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let runs = app
-        .store
-        .reconcile_runs(crate::web::admin::reconcile::RUNS_LISTED)
-        .await?;
-    let runs: Vec<_> = runs.iter().map(recarga_service::reconcile::run_summary).collect();
-    Ok(Json(serde_json::json!({ "runs": runs })))
-}
-
-#[derive(serde::Deserialize)]
-struct RunRowsQuery {
-    class: Option<String>,
-    #[serde(default)]
-    after: i64,
-    limit: Option<i64>,
-}
-
-/// `GET /api/admin/reconciliations/{id}?class=&after=&limit=`: a run's
-/// summary, proposals and a page of its rows (keyset by `seq`).
-async fn admin_reconciliation(
-    State(app): State<App>,
-    _admin: extract::Admin,
-    axum::extract::Path(id): axum::extract::Path<String>,
-    axum::extract::Query(q): axum::extract::Query<RunRowsQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let limit = q
-        .limit
-        .unwrap_or(crate::web::admin::reconcile::ROWS_PAGE)
-        .clamp(1, 10_000);
-    let run = crate::web::admin::reconcile::run_json(&app, &id, q.class.as_deref(), q.after, limit)
-        .await
-        .map_err(ApiError::from)?
-        .ok_or_else(ApiError::not_found)?;
-    Ok(Json(run))
-}
-
 #[utoipa::path(
     get,
     path = "/api/admin/topups/{id}",

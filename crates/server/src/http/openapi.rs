@@ -96,6 +96,11 @@ pub const OPERATION_ERRORS: &[(&str, &[&[&str]])] = &[
     ("health", &[]),
     ("queueStats", &[&["admin_required", "unavailable"]]),
     ("adminTopup", &[&["admin_required", "not_found", "unavailable"]]),
+    ("adminReconciliations", &[&["admin_required", "unavailable"]]),
+    (
+        "adminReconciliation",
+        &[&["admin_required", "not_found", "unavailable"]],
+    ),
     ("metrics", &[]),
     ("openapi", &[]),
 ];
@@ -157,6 +162,8 @@ Every error answers with the same body (`Error`): a stable machine-matchable `co
         super::health,
         super::queue_stats,
         super::admin_topup,
+        super::reconcile::admin_reconciliations,
+        super::reconcile::admin_reconciliation,
         super::metrics_text,
         openapi_json,
     ),
