@@ -131,6 +131,9 @@ async fn story(t: &TestApp, ctx: &str) {
         assert_eq!(x.status, want, "{ctx}: {}", x.reference);
     }
     let balance_before = t.balance("REC_1").await;
+    // A top-up imported from the old system: its `dist_transid` was the
+    // customer's reference, and nothing else of it is known.
+    let legacy = legacy_topup(t, "RLR1742324000123", "HAZ-778", "5512340008", 5_000, ok.created_at).await;
 
     // The simulator's ground truth, exported as Latcom's report.
     let journal = t.sandbox.journal();
@@ -249,6 +252,8 @@ async fn story(t: &TestApp, ctx: &str) {
             &sent(&ok),
             "Success",
         ),
+        // The imported one, by the reference the old system sent as our id.
+        row(11, &when(&ok, et), "LT77", "", "haz-778", "5512340008", "50", "Success"),
     ];
     let awkward = [
         row(11, &when(&ok, et), "LT1", "", "", "5512340001.0", "20", "Success"),
@@ -285,7 +290,7 @@ async fn story(t: &TestApp, ctx: &str) {
 
     let classes = &run["classes"];
     let want = [
-        ("matched", 5), // ok, both_failed, by_carrier, by_phone, by_ours
+        ("matched", 6), // ok, both_failed, by_carrier, by_phone, by_ours, legacy
         ("amount_differs", 1),
         ("delivered_but_failed", 1),
         ("success_not_in_statement", 1),
@@ -304,7 +309,7 @@ async fn story(t: &TestApp, ctx: &str) {
         .collect();
     assert_eq!(
         rejected_lines,
-        vec![13, 14, 15],
+        vec![14, 15, 16],
         "{ctx}: the blank line 12 is no row: {run:#}"
     );
     assert!(
@@ -335,7 +340,8 @@ async fn story(t: &TestApp, ctx: &str) {
     .sum::<i64>()
         + differs.amount_sent.0
         + 1_000
-        + 15_000;
+        + 15_000
+        + 5_000;
     assert_eq!(run["statement_total"], Money(line_sum).to_decimal_string(), "{ctx}");
     let tied: i64 = run["totals"]
         .as_object()
@@ -352,7 +358,7 @@ async fn story(t: &TestApp, ctx: &str) {
     let faces = |xs: &[&Topup]| Money(xs.iter().map(|x| x.face_value.0).sum()).to_decimal_string();
     assert_eq!(
         mxn("matched"),
-        faces(&[&ok, &both_failed, &by_carrier, &by_phone, &by_ours]),
+        faces(&[&ok, &both_failed, &by_carrier, &by_phone, &by_ours, &legacy]),
         "{ctx}"
     );
     assert_eq!(
@@ -362,7 +368,7 @@ async fn story(t: &TestApp, ctx: &str) {
     );
     assert_eq!(mxn("success_not_in_statement"), faces(&[&absent]), "{ctx}");
     let day = recarga_domain::reconcile::business_day(ok.created_at).to_string();
-    assert_eq!(run["by_day"][&day]["matched"]["count"], 5, "{ctx}: {run:#}");
+    assert_eq!(run["by_day"][&day]["matched"]["count"], 6, "{ctx}: {run:#}");
     assert_eq!(run["by_month"][&day[..7]]["unknown_to_us"]["count"], 2, "{ctx}");
 
     // Each match names its rule.
@@ -391,6 +397,7 @@ async fn story(t: &TestApp, ctx: &str) {
     assert_eq!(rule_of(&by_carrier.id), vec!["matched/carrier_id"], "{ctx}");
     assert_eq!(rule_of(&by_phone.id), vec!["matched/phone_amount_window"], "{ctx}");
     assert_eq!(rule_of(&by_ours.id), vec!["matched/our_id"], "{ctx}");
+    assert_eq!(rule_of(&legacy.id), vec!["matched/our_id"], "{ctx}: an imported top-up matches like any other");
     assert_eq!(rule_of(&failed.id), vec!["delivered_but_failed/upstream_id"], "{ctx}");
     assert_eq!(rule_of(&absent.id), vec!["success_not_in_statement/-"], "{ctx}");
     let proposals: HashMap<String, String> = shown["proposals"]
@@ -545,6 +552,31 @@ async fn story(t: &TestApp, ctx: &str) {
     carrier_claim(t, ctx, &dir, &ok, &absent).await;
 }
 
+/// Writes a top-up as `recarga import legacy` does (origin `legacy`,
+/// nothing held, read-only history), SUCCESS in the old system.
+async fn legacy_topup(t: &TestApp, id: &str, reference: &str, phone: &str, face: i64, at: i64) -> Topup {
+    const INSERT: &str = "INSERT INTO topups (id, customer_id, reference, request_hash, phone, face_value, product_id,
+            amount_sent, vat, delivered, discount_bps, currency, held, status, next_attempt_at, created_at,
+            updated_at, completed_at, origin, legacy_price)
+         VALUES ($1, 'REC_1', $2, 'legacy', $3, $4, 'TFE_MXN_20_TO_2000', $4, 0, $4, 0, 'MXN', 0, 'SUCCESS', $5, $5,
+                 $5, $5, 'legacy', $4)";
+    match t.engine {
+        recarga_store::testing::Engine::Postgres => {
+            let pool = sqlx::PgPool::connect(&t.db.url).await.expect("connect");
+            let q = sqlx::query(INSERT).bind(id).bind(reference).bind(phone).bind(face).bind(at);
+            q.execute(&pool).await.expect("insert legacy");
+            pool.close().await;
+        }
+        recarga_store::testing::Engine::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&t.db.url).await.expect("connect");
+            let q = sqlx::query(INSERT).bind(id).bind(reference).bind(phone).bind(face).bind(at);
+            q.execute(&pool).await.expect("insert legacy");
+            pool.close().await;
+        }
+    }
+    t.store().get_topup(id).await.expect("read").expect("stored")
+}
+
 /// The dispute pack: its totals tie out, its CSV carries our evidence and
 /// reads again as a Latcom statement.
 async fn dispute_pack(t: &TestApp, ctx: &str, dir: &Path, run_id: &str, run: &Value) {
@@ -553,8 +585,8 @@ async fn dispute_pack(t: &TestApp, ctx: &str, dir: &Path, run_id: &str, run: &Va
         .await
         .expect("pack");
     let s = &packed["summary"];
-    assert_eq!(s["claimed"]["lines"], 10, "{ctx}: {s:#}");
-    assert_eq!(s["agreed"]["lines"], 5, "{ctx}");
+    assert_eq!(s["claimed"]["lines"], 11, "{ctx}: {s:#}");
+    assert_eq!(s["agreed"]["lines"], 6, "{ctx}");
     assert_eq!(s["disputed"]["lines"], 5, "{ctx}");
     assert_eq!(s["claimed"]["amount"], run["statement_total"], "{ctx}");
     let amount = |v: &Value| Money::parse_decimal(v.as_str().expect("amount")).expect("money").0;
@@ -762,8 +794,8 @@ async fn panel(t: &TestApp, ctx: &str, run_id: &str, statement: &str) {
         .expect("api");
     assert_eq!(api.status(), 200, "{ctx}");
     let api: Value = api.json().await.expect("json");
-    assert_eq!(api["run"]["classes"]["matched"], 5, "{ctx}");
-    assert_eq!(api["rows"].as_array().map(Vec::len), Some(5), "{ctx}");
+    assert_eq!(api["run"]["classes"]["matched"], 6, "{ctx}");
+    assert_eq!(api["rows"].as_array().map(Vec::len), Some(6), "{ctx}");
     let anonymous = t
         .http
         .get(format!("{}/api/admin/reconciliations", t.base))
