@@ -72,7 +72,11 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         other => {
             let store = state::open_store(&cli.db).await?;
             let (out, code) = cli::run_operator(store.as_ref(), other).await?;
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            match out {
+                // A report for people (`import legacy --table`).
+                serde_json::Value::String(text) => print!("{text}"),
+                json => println!("{}", serde_json::to_string_pretty(&json)?),
+            }
             Ok(code)
         }
     }

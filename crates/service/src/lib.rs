@@ -11,6 +11,7 @@
 //! | [`expire`] | outage expiry: never-sent top-ups older than the age limit fail `expired_not_sent` |
 //! | [`customers`] | customers, credits and debits, operator resolutions: one set of rules |
 //! | [`keys`] | API keys: issue, import, rotate, authenticate |
+//! | [`import`] | `import legacy`: the old system's customers, keys and history, tied out to the centavo |
 //! | [`operators`] | operator accounts and passwords |
 //! | [`hub`] | in-process signals: new work, a top-up changed, live-page events |
 //! | [`context`] | [`Services`]: what they all run with |
@@ -25,6 +26,7 @@ pub mod customers;
 pub mod error;
 pub mod expire;
 pub mod hub;
+pub mod import;
 pub mod keys;
 pub mod metrics;
 pub mod operators;

@@ -12,14 +12,17 @@
 //! | `keys.rs` | `key create / revoke / list / import / rotate` |
 //! | `topups.rs` | `topup unresolved / show / resolve` |
 //! | `admin.rs` | `admin create / list` (operator accounts) |
+//! | `import.rs` | `import legacy`, `export legacy` (moving from the old system, and back) |
 
 mod admin;
 mod customers;
+mod import;
 mod keys;
 mod topups;
 
 pub use admin::AdminCmd;
 pub use customers::{CustomerCmd, customer_json};
+pub use import::{ImportCmd, table as import_table};
 pub use keys::{KeyCmd, duration_s, key_json};
 pub use topups::TopupCmd;
 
@@ -69,6 +72,9 @@ pub enum Command {
     Admin(AdminCmd),
     /// Check every ledger invariant; exits 1 on any violation.
     Audit,
+    /// Bring an installation of the old system over (see MIGRATING.md).
+    #[command(subcommand)]
+    Import(ImportCmd),
     /// Print `.env.example`: every setting, generated from this definition.
     #[command(hide = true)]
     EnvExample,
@@ -168,6 +174,7 @@ pub async fn run_operator(store: &dyn Store, command: Command) -> anyhow::Result
         Command::Admin(cmd) => admin::run(store, cmd).await?,
         Command::Key(cmd) => keys::run(store, cmd).await?,
         Command::Topup(cmd) => topups::run(store, cmd).await?,
+        Command::Import(cmd) => return import::run(store, cmd).await,
         Command::EnvExample => Value::String(env_example()),
         Command::Serve(_) | Command::Worker(_) | Command::LatcomSim(_) => anyhow::bail!("not an operator command"),
     };

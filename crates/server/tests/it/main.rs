@@ -15,6 +15,7 @@ mod compat;
 mod crash;
 mod data_hardening;
 mod latcom;
+mod legacy_import;
 mod lifecycle;
 mod observability;
 mod openapi;

@@ -1,0 +1,457 @@
+//! `recarga import legacy` against a database in the old system's schema
+//! (LEGACY.md §4), built here with its traps: USD and MXN in one column,
+//! NULL `amount_mxn`, simulated rows with fake `OP_` ids, synthetic
+//! `LATCOM_<ms>` ids, repeated and empty references, the old `521` phone
+//! prefix, PENDING rows that never finished, an IPv4-mapped allow-list, a
+//! customer with 10,000 transactions, a USD and an MXN customer, and the
+//! old books (adjustments, billing records, an invoice with items).
+//!
+//! The import runs as the real binary into the database of a running
+//! gateway (SQLite and PostgreSQL), and the gateway is then used the old
+//! way: the imported keys with the old headers, the old ids on every route.
+
+use crate::common::procs::{recarga, run};
+use crate::common::{TestApp, engines, skipped};
+use recarga_domain::{Money, TopupStatus};
+use recarga_store::testing::{Engine, TEST_DB_PREFIX, replace_db_name, temp_dir};
+use recarga_store::{Store, TopupFilter};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::path::Path;
+
+/// The old boot DDL (server.js plus add-ip-whitelist-column.js and
+/// add-balance-audit-log.js), as LEGACY.md §4.2 gives it.
+const OLD_SCHEMA: &str = "
+CREATE TABLE customers (
+    id SERIAL PRIMARY KEY, customer_id VARCHAR(50) UNIQUE NOT NULL, company_name VARCHAR(255),
+    api_key VARCHAR(255), secret_key VARCHAR(255), credit_limit DECIMAL(10,2) DEFAULT 10000,
+    current_balance DECIMAL(10,2) DEFAULT 10000, is_active BOOLEAN DEFAULT true, created_at TIMESTAMP DEFAULT NOW(),
+    commission_percentage DECIMAL(5,2) DEFAULT 0, allowed_ips JSONB DEFAULT '[]', ip_whitelist_enabled BOOLEAN DEFAULT false,
+    discount_rate DECIMAL(3,2) DEFAULT 0.10, active BOOLEAN DEFAULT true);
+CREATE TABLE transactions (
+    id SERIAL PRIMARY KEY, transaction_id VARCHAR(50) UNIQUE NOT NULL, customer_id VARCHAR(50), phone VARCHAR(20),
+    amount DECIMAL(10,2), fee DECIMAL(10,2) DEFAULT 0, status VARCHAR(20), reference VARCHAR(100),
+    operator_transaction_id VARCHAR(100), amount_mxn DECIMAL(10,2), amount_usd DECIMAL(10,4),
+    exchange_rate DECIMAL(10,6), currency VARCHAR(10) DEFAULT 'MXN', created_at TIMESTAMP DEFAULT NOW(),
+    processed_at TIMESTAMP, response_time_ms INTEGER, latcom_response_code VARCHAR(50), latcom_response_message TEXT,
+    provider VARCHAR(20) DEFAULT 'latcom', provider_transaction_id VARCHAR(100), transaction_type VARCHAR(20) DEFAULT 'topup');
+CREATE TABLE billing_records (
+    id SERIAL PRIMARY KEY, customer_id VARCHAR(50), transaction_id VARCHAR(50), amount DECIMAL(10,2), type VARCHAR(20),
+    balance_before DECIMAL(10,2), balance_after DECIMAL(10,2), created_at TIMESTAMP DEFAULT NOW());
+CREATE TABLE balance_adjustments (
+    id SERIAL PRIMARY KEY, customer_id VARCHAR(50) NOT NULL REFERENCES customers(customer_id), amount DECIMAL(10,2) NOT NULL,
+    balance_before DECIMAL(10,2) NOT NULL, balance_after DECIMAL(10,2) NOT NULL, reason TEXT,
+    adjusted_by VARCHAR(100) DEFAULT 'ADMIN', created_at TIMESTAMP DEFAULT NOW());
+CREATE TABLE invoices (
+    id SERIAL PRIMARY KEY, invoice_number VARCHAR(50) UNIQUE NOT NULL, customer_id VARCHAR(50), date_from TIMESTAMP,
+    date_to TIMESTAMP, subtotal DECIMAL(10,2), discount_amount DECIMAL(10,2), total DECIMAL(10,2),
+    commission_percentage DECIMAL(5,2), transaction_count INTEGER, status VARCHAR(20) DEFAULT 'DRAFT', notes TEXT,
+    created_at TIMESTAMP DEFAULT NOW(), generated_by VARCHAR(50));
+CREATE TABLE invoice_items (
+    id SERIAL PRIMARY KEY, invoice_number VARCHAR(50), transaction_id VARCHAR(50), description TEXT,
+    amount DECIMAL(10,2), created_at TIMESTAMP DEFAULT NOW());
+";
+
+pub const ENVIA_KEY: &str = "envia-despensa-live-key-2025";
+pub const HAZ_KEY: &str = "haz-key-2025-abcdef";
+
+/// The old data: `envia_rows` transactions for ENVIADESPENSA_001 across the
+/// old eras (LEGACY §4.3), five for HAZ_001 (MXN), none for SMARTBIZ_001.
+pub fn old_data(envia_rows: i64) -> String {
+    format!(
+        "
+INSERT INTO customers (customer_id, company_name, api_key, secret_key, credit_limit, current_balance, commission_percentage,
+                       allowed_ips, ip_whitelist_enabled)
+VALUES ('ENVIADESPENSA_001', 'EnviaDespensa', '{ENVIA_KEY}', 'unused', 10000, 7123.45, 11.00,
+        '[\"::ffff:100.64.0.3\", \"203.0.113.9\"]', true),
+       ('HAZ_001', 'HAZ', '{HAZ_KEY}', 'unused', 10000, 10000.00, 0, '[]', false),
+       ('SMARTBIZ_001', NULL, 'smartbiz-key-xyz-123456', NULL, 50000, 200.00, 0, '[]', false);
+
+-- ENVIADESPENSA_001: simulated SUCCESS (2025-09-30 13:00Z, MXN, fake or no upstream id),
+-- then MXN-era SUCCESS with LATCOM_<ms> ids, then USD sync SUCCESS with FX and Latcom ids,
+-- every 50th of those an async PENDING (MXN in amount, FX NULL) that never finished.
+INSERT INTO transactions (transaction_id, customer_id, phone, amount, status, reference, operator_transaction_id,
+                          amount_mxn, amount_usd, exchange_rate, created_at, processed_at, response_time_ms,
+                          latcom_response_code, latcom_response_message, provider)
+SELECT 'RLR' || (1759237200000 + g * 1000)::text, 'ENVIADESPENSA_001',
+       CASE WHEN g % 100 = 1 THEN '521551234' || lpad((g % 10000)::text, 4, '0') ELSE '55' || lpad(g::text, 8, '0') END,
+       CASE WHEN g <= 1000 OR g % 50 = 0 THEN face ELSE round(face * 0.0541, 2) END,
+       CASE WHEN g > 1000 AND g % 50 = 0 THEN 'PENDING' ELSE 'SUCCESS' END,
+       CASE WHEN g % 7 = 0 THEN 'ORDER-' || (g / 14)::text WHEN g % 3 = 0 THEN '' ELSE 'REF-' || g::text END,
+       CASE WHEN g <= 200 THEN (CASE WHEN g % 2 = 0 THEN 'OP_' || (1759237200000 + g)::text END)
+            WHEN g <= 1000 OR g % 50 = 0 THEN 'LATCOM_' || (1759237200000 + g)::text
+            ELSE 'LT' || g::text END,
+       CASE WHEN g > 1000 AND g % 50 <> 0 THEN face END,
+       CASE WHEN g > 1000 AND g % 50 <> 0 THEN round(face * 0.0541, 2) END,
+       CASE WHEN g > 1000 AND g % 50 <> 0 THEN 0.054100 END,
+       TIMESTAMP '2025-09-30 13:00:00' + g * INTERVAL '1 second',
+       CASE WHEN g % 50 = 0 AND g > 1000 THEN NULL ELSE TIMESTAMP '2025-09-30 13:00:00' + g * INTERVAL '1 second' END,
+       CASE WHEN g > 1000 AND g % 50 <> 0 THEN 2000 + g % 5000 END,
+       'SUCCESS', 'Transaccion exitosa', 'latcom'
+FROM (SELECT g, (ARRAY[10, 20, 50, 100, 200, 500])[g % 6 + 1]::numeric AS face
+      FROM generate_series(1, {envia_rows}) g) s;
+
+-- HAZ_001 (an MXN balance): unique references, one PENDING.
+INSERT INTO transactions (transaction_id, customer_id, phone, amount, status, reference, operator_transaction_id,
+                          amount_mxn, amount_usd, exchange_rate, created_at, processed_at)
+VALUES ('RLR1760000000001', 'HAZ_001', '5512345001', 100, 'SUCCESS', 'HAZ-ORDER-1', 'LT9001', 100, NULL, NULL,
+        '2025-10-09 10:00:00', '2025-10-09 10:00:00'),
+       ('RLR1760000000002', 'HAZ_001', '5512345002', 50, 'SUCCESS', 'HAZ-ORDER-2', 'LT9002', 50, NULL, NULL,
+        '2025-10-09 10:01:00', '2025-10-09 10:01:00'),
+       ('RLR1760000000003', 'HAZ_001', '5512345003', 20, 'PENDING', 'HAZ-ORDER-3', NULL, NULL, NULL, NULL,
+        '2025-10-09 10:02:00', NULL),
+       ('RLR1760000000004', 'HAZ_001', '+52 55 1234 5004', 200, 'SUCCESS', '', 'LT9004', 200, NULL, NULL,
+        '2025-10-09 10:03:00', '2025-10-09 10:03:00'),
+       ('RLR1760000000005', 'HAZ_001', '5512345005', 30, 'SUCCESS', '{{\"order\": 5}}', 'LT9005', 30, NULL, NULL,
+        '2025-10-09 10:04:00', '2025-10-09 10:04:00');
+
+INSERT INTO balance_adjustments (customer_id, amount, balance_before, balance_after, reason, created_at)
+VALUES ('ENVIADESPENSA_001', 5000.00, 2123.45, 7123.45, 'Wire 2025-10-14', '2025-10-14 09:00:00'),
+       ('HAZ_001', -10.00, 10010.00, 10000.00, 'Manual adjustment', '2025-10-15 09:00:00');
+INSERT INTO billing_records (customer_id, transaction_id, amount, type, balance_before, balance_after, created_at)
+VALUES ('ENVIADESPENSA_001', 'RLR1759237201000', 100.00, 'debit', 10000.00, 9900.00, '2025-09-30 13:00:01'),
+       ('ENVIADESPENSA_001', 'RLR1759238201000', 1.08, 'debit', 9900.00, 9898.92, '2025-09-30 13:16:41'),
+       ('HAZ_001', 'RLR1760000000001', 100.00, 'debit', 10100.00, 10000.00, '2025-10-09 10:00:00');
+INSERT INTO invoices (invoice_number, customer_id, date_from, date_to, subtotal, discount_amount, total,
+                      commission_percentage, transaction_count, status, generated_by)
+VALUES ('INV-ENVIADESPENSA_001-1760400000000', 'ENVIADESPENSA_001', '2025-10-01', '2025-10-13', 101.08, 11.12, 112.20,
+        11.00, 2, 'GENERATED', 'ADMIN');
+INSERT INTO invoice_items (invoice_number, transaction_id, description, amount)
+VALUES ('INV-ENVIADESPENSA_001-1760400000000', 'RLR1759237201000', 'Top-up 5500000001 - 100 MXN', 100.00),
+       ('INV-ENVIADESPENSA_001-1760400000000', 'RLR1759238201000', 'Top-up 5500001001 - 20 MXN', 1.08);
+"
+    )
+}
+
+/// A fresh PostgreSQL database in the old schema with [`old_data`];
+/// returns its URL. `None` (said on the terminal) without PostgreSQL.
+pub async fn old_database(envia_rows: i64) -> Option<String> {
+    let Some(admin) = std::env::var("TEST_DATABASE_URL").ok().filter(|u| !u.is_empty()) else {
+        skipped(
+            "legacy import",
+            "TEST_DATABASE_URL is not set: the old system's database is PostgreSQL",
+        );
+        return None;
+    };
+    let name = format!("{TEST_DB_PREFIX}old_{}", uuid::Uuid::now_v7().simple());
+    let pool = sqlx::PgPool::connect(&admin).await.expect("connect admin");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&pool)
+        .await
+        .expect("create the old database");
+    let url = replace_db_name(&admin, &name);
+    let old = sqlx::PgPool::connect(&url).await.expect("connect old");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("{OLD_SCHEMA}{}", old_data(envia_rows))))
+        .execute(&old)
+        .await
+        .expect("fill the old database");
+    Some(url)
+}
+
+async fn old_sql(url: &str, sql: &str) {
+    let old = sqlx::PgPool::connect(url).await.expect("connect old");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+        .execute(&old)
+        .await
+        .expect("old sql");
+}
+
+/// Runs `recarga <args>` against the gateway's database; returns (exit code, stdout JSON, stderr).
+async fn cli(db_url: &str, work: &Path, args: &[&str]) -> (i32, Value, String) {
+    let mut cmd = recarga(work);
+    if let Some(path) = db_url.strip_prefix("sqlite://") {
+        cmd.env("DATABASE_URL", path);
+    } else {
+        cmd.env("DATABASE_URL", db_url);
+    }
+    cmd.args(args);
+    let out = run(cmd).await;
+    (out.code.unwrap_or(-1), out.json, out.stderr)
+}
+
+fn import_args<'a>(from: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "import",
+        "legacy",
+        "--from",
+        from,
+        "--fx-rate-for",
+        "USD=17.80",
+        "--currency",
+        "HAZ_001=MXN",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+fn customer<'a>(report: &'a Value, id: &str) -> &'a Value {
+    report["customers"]
+        .as_array()
+        .and_then(|l| l.iter().find(|c| c["id"] == id))
+        .unwrap_or_else(|| panic!("{id} in {report}"))
+}
+
+async fn legacy_rows(store: &dyn Store, customer: &str) -> usize {
+    let mut n = 0;
+    let mut filter = TopupFilter {
+        customer_id: Some(customer.into()),
+        limit: 1000,
+        ..TopupFilter::default()
+    };
+    loop {
+        let page = store.list_topups(&filter).await.expect("list");
+        n += page.iter().filter(|t| t.is_imported()).count();
+        match page.last() {
+            Some(last) if page.len() == 1000 => filter.before_id = Some(last.id.clone()),
+            _ => return n,
+        }
+    }
+}
+
+fn old_request(t: &TestApp, method: reqwest::Method, path: &str, key: &str, customer: &str) -> reqwest::RequestBuilder {
+    t.http
+        .request(method, format!("{}{path}", t.base))
+        .header("x-api-key", key)
+        .header("x-customer-id", customer)
+}
+
+async fn send(req: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    let res = req.send().await.expect("request");
+    let status = res.status();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+/// Dry run, import, tie-out, re-run, then the old clients' way in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_old_installation_imports_ties_out_and_keeps_working() {
+    let Some(old) = old_database(10_000).await else {
+        return;
+    };
+    for setup in engines().into_iter().filter(|s| s.redis_url.is_none()) {
+        let t = TestApp::spawn(setup).await;
+        let work = temp_dir("import");
+        let db = t.db.url.clone();
+        let store = t.store();
+
+        // The dry run reports and writes nothing.
+        let report_path = work.join("dry-run.json");
+        let report_arg = report_path.to_string_lossy().to_string();
+        let (code, dry, stderr) = cli(&db, &work, &import_args(&old, &["--dry-run", "--report", &report_arg])).await;
+        assert_eq!(code, 0, "{setup:?}: {dry} {stderr}");
+        assert_eq!(dry["dry_run"], true);
+        assert_eq!(dry["ok"], true, "{dry}");
+        assert!(
+            store.list_customers().await.unwrap().is_empty(),
+            "{setup:?}: a dry run writes nothing"
+        );
+        assert!(
+            stderr.contains("\"progress\""),
+            "progress lines when not on a terminal: {stderr}"
+        );
+        let envia = customer(&dry, "ENVIADESPENSA_001");
+        assert_eq!(envia["action"], "would_import");
+        assert_eq!(envia["reference_policy"], "free", "{envia}");
+        assert_eq!(envia["unknown_to_resolve"]["count"], 180);
+        assert!(envia["anomalies"]["null_amount_mxn"].as_u64() > Some(1000), "{envia}");
+        assert_eq!(envia["anomalies"]["simulated"], 200);
+        assert_eq!(envia["anomalies"]["phone_rewritten"], 100);
+        assert_eq!(envia["ip_allowlist"]["imported"], "100.64.0.3,203.0.113.9");
+        assert_eq!(customer(&dry, "HAZ_001")["reference_policy"], "unique");
+
+        // The import, against the approved dry run.
+        let (code, imported, stderr) = cli(&db, &work, &import_args(&old, &["--expect", &report_arg])).await;
+        assert_eq!(code, 0, "{setup:?}: {imported} {stderr}");
+        assert_eq!(imported["ok"], true, "{imported}");
+        assert!(
+            !imported.to_string().contains(ENVIA_KEY),
+            "no plaintext key in the report"
+        );
+        let envia = customer(&imported, "ENVIADESPENSA_001");
+        assert_eq!(envia["action"], "imported");
+        assert_eq!(envia["balance_after_import"], "7123.45");
+        assert_eq!(envia["keys_imported"], 1);
+        assert_eq!(
+            envia["history_ours"],
+            json!({"adjustment": 1, "billing": 2, "invoice": 1})
+        );
+        let c = store
+            .get_customer("ENVIADESPENSA_001")
+            .await
+            .unwrap()
+            .expect("imported");
+        assert_eq!(c.balance, Money(712_345));
+        assert_eq!(c.credit_limit, Money::ZERO, "the old credit limit was never enforced");
+        assert!(!c.ip_allowlist_enabled, "allow-lists come in disabled");
+        assert_eq!(c.commission_bps, 1100);
+        let haz = store.get_customer("HAZ_001").await.unwrap().expect("imported");
+        assert_eq!((haz.balance, haz.currency.as_str()), (Money(1_000_000), "MXN"));
+        assert_eq!(legacy_rows(store, "ENVIADESPENSA_001").await, 10_000);
+        let ledger = store.ledger("ENVIADESPENSA_001", 10).await.unwrap();
+        assert_eq!(ledger.len(), 1, "the opening entry is the only ledger row: {ledger:?}");
+        assert_eq!(ledger[0].kind.as_str(), "import");
+        for k in store.list_api_keys("ENVIADESPENSA_001").await.unwrap() {
+            assert!(!k.digest.contains(ENVIA_KEY) && !k.prefix.contains(ENVIA_KEY));
+        }
+        t.assert_audit_clean().await;
+
+        // A second run imports nothing new and says so.
+        let (code, again, _) = cli(&db, &work, &import_args(&old, &[])).await;
+        assert_eq!(code, 0, "{again}");
+        for c in again["customers"].as_array().unwrap() {
+            assert_eq!(c["action"], "already_imported", "{c}");
+        }
+        assert_eq!(legacy_rows(store, "ENVIADESPENSA_001").await, 10_000);
+
+        // The old clients' way in: old headers, old ids, on both APIs.
+        let (s, bal) = send(old_request(
+            &t,
+            reqwest::Method::GET,
+            "/api/balance",
+            ENVIA_KEY,
+            "ENVIADESPENSA_001",
+        ))
+        .await;
+        assert_eq!(s, StatusCode::OK, "{bal}");
+        let (s, v1) = send(old_request(&t, reqwest::Method::GET, "/v1/balance", HAZ_KEY, "HAZ_001")).await;
+        assert_eq!(s, StatusCode::OK, "{v1}");
+        let old_id = "RLR1759238201000";
+        let (s, tx) = send(old_request(
+            &t,
+            reqwest::Method::GET,
+            &format!("/api/transaction/{old_id}"),
+            ENVIA_KEY,
+            "ENVIADESPENSA_001",
+        ))
+        .await;
+        assert_eq!(s, StatusCode::OK, "{tx}");
+        let (s, tx) = send(old_request(
+            &t,
+            reqwest::Method::GET,
+            &format!("/v1/topups/{old_id}"),
+            ENVIA_KEY,
+            "ENVIADESPENSA_001",
+        ))
+        .await;
+        assert_eq!((s, tx["status"].as_str()), (StatusCode::OK, Some("SUCCESS")), "{tx}");
+        let (s, unknown) = send(old_request(
+            &t,
+            reqwest::Method::GET,
+            "/v1/topups?status=UNKNOWN&limit=5",
+            ENVIA_KEY,
+            "ENVIADESPENSA_001",
+        ))
+        .await;
+        assert_eq!(s, StatusCode::OK, "{unknown}");
+        assert_eq!(unknown["data"].as_array().map(Vec::len), Some(5), "{unknown}");
+
+        // An old reference is not an idempotency key: a new order that reuses it is a new top-up.
+        let (s, fresh) = send(
+            old_request(&t, reqwest::Method::POST, "/v1/topups", HAZ_KEY, "HAZ_001").json(&json!({
+                "phone": "5512345009", "amount": "50", "reference": "HAZ-ORDER-1"
+            })),
+        )
+        .await;
+        assert!(s.is_success(), "{s} {fresh}");
+        assert_ne!(fresh["id"], "RLR1760000000001", "{fresh}");
+        let fresh_id = fresh["id"].as_str().expect("id").to_string();
+        t.wait_final(&fresh_id, std::time::Duration::from_secs(20)).await;
+
+        // Newest first: the new top-up before the imported history.
+        let (_, listed) = send(old_request(
+            &t,
+            reqwest::Method::GET,
+            "/v1/topups?limit=2",
+            HAZ_KEY,
+            "HAZ_001",
+        ))
+        .await;
+        assert_eq!(listed["data"][0]["id"], fresh_id.as_str(), "{listed}");
+
+        // An old PENDING (UNKNOWN, nothing held): FAILED moves nothing, SUCCESS debits its price.
+        let before = t.balance("ENVIADESPENSA_001").await;
+        let unknown_ids: Vec<String> = unknown["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].as_str().unwrap().to_string())
+            .collect();
+        let resolve = |id: &str, outcome: &str| {
+            vec![
+                "topup".to_string(),
+                "resolve".into(),
+                "--id".into(),
+                id.to_string(),
+                "--outcome".into(),
+                outcome.into(),
+                "--reason".into(),
+                "Latcom statement line".into(),
+            ]
+        };
+        let args = resolve(&unknown_ids[0], "failed");
+        let (code, out, err) = cli(&db, &work, &args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+        assert_eq!(code, 0, "{out} {err}");
+        assert_eq!(
+            t.balance("ENVIADESPENSA_001").await,
+            before,
+            "resolving FAILED moves no money"
+        );
+        let priced = store.get_topup(&unknown_ids[1]).await.unwrap().expect("topup");
+        assert_eq!(priced.held, Money::ZERO);
+        let args = resolve(&unknown_ids[1], "success");
+        let (code, out, err) = cli(&db, &work, &args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+        assert_eq!(code, 0, "{out} {err}");
+        let price = priced.legacy_price.expect("a price");
+        assert!(price > 0);
+        assert_eq!(t.balance("ENVIADESPENSA_001").await, Money(before.0 - price));
+        assert_eq!(
+            store.get_topup(&unknown_ids[1]).await.unwrap().map(|t| t.status),
+            Some(TopupStatus::Success)
+        );
+        t.assert_audit_clean().await;
+        let (code, audit, _) = cli(&db, &work, &["audit"]).await;
+        assert_eq!(code, 0, "{audit}");
+        t.stop().await;
+    }
+}
+
+/// The old data changed after the approved dry run: nothing is written.
+/// A customer id with Recarga traffic is refused unless `--merge`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_changed_source_or_a_busy_customer_is_refused() {
+    let Some(old) = old_database(50).await else {
+        return;
+    };
+    let setup = *engines().iter().find(|s| s.engine == Engine::Sqlite).expect("sqlite");
+    let t = TestApp::spawn(setup).await;
+    let work = temp_dir("import");
+    let db = t.db.url.clone();
+    let report_path = work.join("dry-run.json");
+    let report_arg = report_path.to_string_lossy().to_string();
+    let (code, _, err) = cli(&db, &work, &import_args(&old, &["--dry-run", "--report", &report_arg])).await;
+    assert_eq!(code, 0, "{err}");
+
+    old_sql(
+        &old,
+        "UPDATE customers SET current_balance = current_balance + 0.01 WHERE customer_id = 'HAZ_001'",
+    )
+    .await;
+    let (code, refused, _) = cli(&db, &work, &import_args(&old, &["--expect", &report_arg])).await;
+    assert_eq!(code, 1, "{refused}");
+    assert_eq!(refused["expectation_failed"], json!(["HAZ_001"]), "{refused}");
+    assert!(t.store().list_customers().await.unwrap().is_empty(), "nothing written");
+
+    // HAZ_001 already trades on Recarga.
+    let (_, _) = t.customer("HAZ_001", "100").await;
+    let (code, report, _) = cli(&db, &work, &import_args(&old, &[])).await;
+    assert_eq!(code, 1, "{report}");
+    assert_eq!(customer(&report, "HAZ_001")["action"], "refused");
+    assert_eq!(customer(&report, "ENVIADESPENSA_001")["action"], "imported");
+    assert_eq!(t.balance("HAZ_001").await, Money::major(100));
+
+    let (code, merged, err) = cli(&db, &work, &import_args(&old, &["--merge", "--customers", "HAZ_001"])).await;
+    assert_eq!(code, 0, "{merged} {err}");
+    assert_eq!(customer(&merged, "HAZ_001")["action"], "merged");
+    assert_eq!(t.balance("HAZ_001").await, Money(10_000 + 1_000_001));
+    t.assert_audit_clean().await;
+    t.stop().await;
+}
