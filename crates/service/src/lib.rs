@@ -12,6 +12,7 @@
 //! | [`customers`] | customers, credits and debits, operator resolutions: one set of rules |
 //! | [`keys`] | API keys: issue, import, rotate, authenticate |
 //! | [`import`] | `import legacy`: the old system's customers, keys and history, tied out to the centavo |
+//! | [`export`] | `export legacy`: balances and new top-ups in the old schema, for a rollback |
 //! | [`operators`] | operator accounts and passwords |
 //! | [`hub`] | in-process signals: new work, a top-up changed, live-page events |
 //! | [`context`] | [`Services`]: what they all run with |
@@ -25,6 +26,7 @@ pub mod context;
 pub mod customers;
 pub mod error;
 pub mod expire;
+pub mod export;
 pub mod hub;
 pub mod import;
 pub mod keys;

@@ -26,6 +26,23 @@ pub enum ImportCmd {
     Legacy(LegacyImportArgs),
 }
 
+#[derive(Debug, Subcommand)]
+pub enum ExportCmd {
+    /// Balances, top-ups since the cut-over and resolved old rows, as SQL
+    /// for the old system's database (a rollback; see MIGRATING.md).
+    Legacy(LegacyExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LegacyExportArgs {
+    /// Where to write the SQL script.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Only these customer ids (comma-separated); default: every imported customer.
+    #[arg(long, value_delimiter = ',')]
+    pub customers: Option<Vec<String>>,
+}
+
 #[derive(Debug, Args)]
 pub struct LegacyImportArgs {
     /// The old database: `postgres://user:password@host:port/db`.
@@ -133,6 +150,25 @@ impl ProgressOut {
             bar.finish_and_clear();
         }
     }
+}
+
+/// Writes the rollback script, unless a top-up is still open (exit 1, the
+/// open ids listed, nothing written).
+pub(super) async fn export(store: &dyn Store, cmd: ExportCmd) -> anyhow::Result<(Value, i32)> {
+    let ExportCmd::Legacy(args) = cmd;
+    let (sql, summary) = recarga_service::export::export_legacy(store, args.customers.as_deref())
+        .await
+        .map_err(|e| super::refused(e, "customer"))?;
+    let mut out = serde_json::to_value(&summary)?;
+    if !summary.open.is_empty() {
+        out["refused"] = Value::String(
+            "top-ups are still open: resolve them (recarga topup unresolved) and stop the workers before a rollback".into(),
+        );
+        return Ok((out, 1));
+    }
+    std::fs::write(&args.out, sql)?;
+    out["written"] = Value::String(args.out.display().to_string());
+    Ok((out, 0))
 }
 
 pub(super) async fn run(store: &dyn Store, cmd: ImportCmd) -> anyhow::Result<(Value, i32)> {

@@ -22,7 +22,7 @@ mod topups;
 
 pub use admin::AdminCmd;
 pub use customers::{CustomerCmd, customer_json};
-pub use import::{ImportCmd, table as import_table};
+pub use import::{ExportCmd, ImportCmd, table as import_table};
 pub use keys::{KeyCmd, duration_s, key_json};
 pub use topups::TopupCmd;
 
@@ -75,6 +75,9 @@ pub enum Command {
     /// Bring an installation of the old system over (see MIGRATING.md).
     #[command(subcommand)]
     Import(ImportCmd),
+    /// Write Recarga's state in the old system's terms (a rollback; see MIGRATING.md).
+    #[command(subcommand)]
+    Export(ExportCmd),
     /// Print `.env.example`: every setting, generated from this definition.
     #[command(hide = true)]
     EnvExample,
@@ -175,6 +178,7 @@ pub async fn run_operator(store: &dyn Store, command: Command) -> anyhow::Result
         Command::Key(cmd) => keys::run(store, cmd).await?,
         Command::Topup(cmd) => topups::run(store, cmd).await?,
         Command::Import(cmd) => return import::run(store, cmd).await,
+        Command::Export(cmd) => return import::export(store, cmd).await,
         Command::EnvExample => Value::String(env_example()),
         Command::Serve(_) | Command::Worker(_) | Command::LatcomSim(_) => anyhow::bail!("not an operator command"),
     };

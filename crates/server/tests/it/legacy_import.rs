@@ -453,5 +453,57 @@ async fn a_changed_source_or_a_busy_customer_is_refused() {
     assert_eq!(customer(&merged, "HAZ_001")["action"], "merged");
     assert_eq!(t.balance("HAZ_001").await, Money(10_000 + 1_000_001));
     t.assert_audit_clean().await;
+
+    // The way back: a top-up delivered here and an old PENDING resolved here
+    // reach the old database, with the balance as it is now.
+    let (s, fresh) = send(
+        old_request(&t, reqwest::Method::POST, "/v1/topups", HAZ_KEY, "HAZ_001")
+            .json(&json!({ "phone": "5512345010", "amount": "100", "reference": "O'BRIEN-1" })),
+    )
+    .await;
+    assert!(s.is_success(), "{s} {fresh}");
+    let fresh_id = fresh["id"].as_str().expect("id").to_string();
+    let out_path = work.join("rollback.sql");
+    let out_arg = out_path.to_string_lossy().to_string();
+    // Open (not yet final) top-ups block the way back.
+    let open = t.store().get_topup(&fresh_id).await.unwrap().expect("topup");
+    if !open.status.is_final() {
+        let (code, blocked, _) = cli(&db, &work, &["export", "legacy", "--out", &out_arg]).await;
+        assert_eq!(code, 1, "{blocked}");
+        assert!(!out_path.exists());
+    }
+    t.wait_status(&fresh_id, TopupStatus::Success, std::time::Duration::from_secs(20)).await;
+    let args = [
+        "topup", "resolve", "--id", "RLR1760000000003", "--outcome", "success", "--reason", "carrier statement",
+    ];
+    let (code, out, err) = cli(&db, &work, &args).await;
+    assert_eq!(code, 0, "{out} {err}");
+    let (code, summary, err) = cli(&db, &work, &["export", "legacy", "--out", &out_arg]).await;
+    assert_eq!(code, 0, "{summary} {err}");
+    assert_eq!(summary["resolved_old_rows"], 1, "{summary}");
+    let sql = std::fs::read_to_string(&out_path).expect("the script");
+    old_sql(&old, &sql).await;
+    old_sql(&old, &sql).await; // twice: idempotent
+    let pool = sqlx::PgPool::connect(&old).await.expect("connect old");
+    let (balance,): (String,) =
+        sqlx::query_as("SELECT current_balance::text FROM customers WHERE customer_id = 'HAZ_001'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(balance, t.balance("HAZ_001").await.to_decimal_string());
+    let rows: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT status, reference, amount::text FROM transactions WHERE transaction_id IN ($1, 'RLR1760000000003') ORDER BY id",
+    )
+    .bind(&fresh_id)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        vec![
+            ("SUCCESS".to_string(), "HAZ-ORDER-3".to_string(), "20.00".to_string()),
+            ("SUCCESS".to_string(), "O'BRIEN-1".to_string(), "100.00".to_string()),
+        ]
+    );
     t.stop().await;
 }
