@@ -54,7 +54,11 @@ fn insert_row(c: &Customer, t: &Topup) -> String {
         (Currency::Usd, Some(fx)) => (quote(&charged), usd_per_mxn(fx)),
         _ => ("NULL".into(), "NULL".into()),
     };
-    let reference = if t.reference_generated() { "" } else { t.reference.as_str() };
+    let reference = if t.reference_generated() {
+        ""
+    } else {
+        t.reference.as_str()
+    };
     format!(
         "INSERT INTO transactions (transaction_id, customer_id, phone, amount, status, reference, operator_transaction_id, \
          amount_mxn, amount_usd, exchange_rate, created_at, processed_at, provider, provider_transaction_id) VALUES \
@@ -112,7 +116,9 @@ pub fn legacy_sql(customers: &[(Customer, Vec<Topup>)], summary: &mut ExportSumm
 
 /// An imported row that came in UNKNOWN (an old PENDING) and is settled now.
 fn is_resolved_here(t: &Topup) -> bool {
-    t.legacy.as_deref().is_some_and(|l| l.contains("\"pending_never_settled\""))
+    t.legacy
+        .as_deref()
+        .is_some_and(|l| l.contains("\"pending_never_settled\""))
 }
 
 /// Reads what to export; `Err` lists the open top-ups that block it.
@@ -138,7 +144,10 @@ pub async fn export_legacy(store: &dyn Store, only: Option<&[String]>) -> crate:
     }
     if let Some(ids) = only {
         if let Some(missing) = ids.iter().find(|id| !chosen.iter().any(|(c, _)| &c.id == *id)) {
-            return Err(crate::ServiceError::invalid("customers", format!("no customer {missing}")));
+            return Err(crate::ServiceError::invalid(
+                "customers",
+                format!("no customer {missing}"),
+            ));
         }
     }
     let sql = legacy_sql(&chosen, &mut summary);

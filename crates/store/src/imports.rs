@@ -397,6 +397,7 @@ macro_rules! impl_imports {
                     now,
                 };
                 Self::insert_audit(&mut tx, audit).await?;
+                recarga_domain::failpoint::hit("import.before_commit");
                 tx.commit().await?;
                 Ok(written)
             }

@@ -162,7 +162,8 @@ pub(super) async fn export(store: &dyn Store, cmd: ExportCmd) -> anyhow::Result<
     let mut out = serde_json::to_value(&summary)?;
     if !summary.open.is_empty() {
         out["refused"] = Value::String(
-            "top-ups are still open: resolve them (recarga topup unresolved) and stop the workers before a rollback".into(),
+            "top-ups are still open: resolve them (recarga topup unresolved) and stop the workers before a rollback"
+                .into(),
         );
         return Ok((out, 1));
     }

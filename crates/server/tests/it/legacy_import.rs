@@ -302,6 +302,33 @@ async fn an_old_installation_imports_ties_out_and_keeps_working() {
         }
         assert_eq!(legacy_rows(store, "ENVIADESPENSA_001").await, 10_000);
 
+        // The panel shows the old books beside the ledger, and the history in
+        // the transactions list and its CSV.
+        crate::common::pages::operator(&t, "ops@example.com", "admin").await;
+        let mut browser = crate::common::pages::Browser::new(&t.base);
+        browser.login("ops@example.com", crate::common::pages::PASSWORD).await;
+        let page = browser.get("/admin/customers/ENVIADESPENSA_001").await;
+        assert_eq!(page.status, StatusCode::OK);
+        for text in [
+            "id=\"old-books\"",
+            "Wire 2025-10-14",
+            "INV-ENVIADESPENSA_001-1760400000000",
+            "import",
+        ] {
+            assert!(page.text.contains(text), "{setup:?}: {text} on the customer's page");
+        }
+        let page = browser.get("/admin/transactions?customer=HAZ_001").await;
+        assert!(
+            page.text.contains("RLR1760000000001"),
+            "{setup:?}: imported rows in the panel"
+        );
+        let csv = browser.get("/admin/transactions.csv?customer=HAZ_001").await;
+        assert!(
+            csv.text.contains("RLR1760000000005"),
+            "{setup:?}: imported rows in the CSV: {}",
+            csv.text
+        );
+
         // The old clients' way in: old headers, old ids, on both APIs.
         let (s, bal) = send(old_request(
             &t,
@@ -472,9 +499,17 @@ async fn a_changed_source_or_a_busy_customer_is_refused() {
         assert_eq!(code, 1, "{blocked}");
         assert!(!out_path.exists());
     }
-    t.wait_status(&fresh_id, TopupStatus::Success, std::time::Duration::from_secs(20)).await;
+    t.wait_status(&fresh_id, TopupStatus::Success, std::time::Duration::from_secs(20))
+        .await;
     let args = [
-        "topup", "resolve", "--id", "RLR1760000000003", "--outcome", "success", "--reason", "carrier statement",
+        "topup",
+        "resolve",
+        "--id",
+        "RLR1760000000003",
+        "--outcome",
+        "success",
+        "--reason",
+        "carrier statement",
     ];
     let (code, out, err) = cli(&db, &work, &args).await;
     assert_eq!(code, 0, "{out} {err}");
@@ -506,4 +541,66 @@ async fn a_changed_source_or_a_busy_customer_is_refused() {
         ]
     );
     t.stop().await;
+}
+
+/// A crash inside a customer's import (`import.before_commit`) leaves
+/// nothing of it; the next run imports it whole and the books tie out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crash_mid_import_leaves_nothing_half_written() {
+    crate::common::procs::assert_failpoints_compiled();
+    let Some(old) = old_database(20).await else {
+        return;
+    };
+    for setup in engines().into_iter().filter(|s| s.redis_url.is_none()) {
+        let t = TestApp::spawn(setup).await;
+        let work = temp_dir("import");
+        let db = t.db.url.clone();
+        // The second customer's commit crashes (customers go in id order).
+        let mut cmd = recarga(&work);
+        cmd.env("DATABASE_URL", db.strip_prefix("sqlite://").unwrap_or(&db));
+        cmd.env(recarga_domain::failpoint::ENV, "import.before_commit@2");
+        cmd.args(import_args(&old, &[]));
+        let crashed = run(cmd).await;
+        assert!(
+            crashed.code != Some(0),
+            "{setup:?}: the armed import must abort: {crashed:?}"
+        );
+        assert!(
+            crashed.stderr.contains("failpoint import.before_commit hit"),
+            "{crashed:?}"
+        );
+        let ids: Vec<String> = t
+            .store()
+            .list_customers()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        assert_eq!(
+            ids,
+            vec!["ENVIADESPENSA_001".to_string()],
+            "{setup:?}: only the committed customer"
+        );
+        assert!(
+            t.store()
+                .list_topups(&TopupFilter {
+                    customer_id: Some("HAZ_001".into()),
+                    limit: 10,
+                    ..TopupFilter::default()
+                })
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        t.assert_audit_clean().await;
+
+        let (code, report, err) = cli(&db, &work, &import_args(&old, &[])).await;
+        assert_eq!(code, 0, "{setup:?}: {report} {err}");
+        assert_eq!(customer(&report, "ENVIADESPENSA_001")["action"], "already_imported");
+        assert_eq!(customer(&report, "HAZ_001")["action"], "imported");
+        assert_eq!(customer(&report, "SMARTBIZ_001")["action"], "imported");
+        t.assert_audit_clean().await;
+        t.stop().await;
+    }
 }
