@@ -360,6 +360,13 @@ async fn an_old_installation_imports_ties_out_and_keeps_working() {
         ))
         .await;
         assert_eq!((s, tx["status"].as_str()), (StatusCode::OK, Some("SUCCESS")), "{tx}");
+        // 500 MXN at 0.0541 USD per MXN: the old system debited 27.05 USD.
+        assert_eq!(
+            (tx["imported"].as_bool(), tx["charge"]["amount"].as_str()),
+            (Some(true), Some("27.05")),
+            "{tx}"
+        );
+        assert_eq!(tx["upstream_transaction_id"], "LT1001", "{tx}");
         let (s, unknown) = send(old_request(
             &t,
             reqwest::Method::GET,
