@@ -344,25 +344,7 @@ macro_rules! impl_imports {
             }
 
             async fn customer_import_state(&self, id: &str) -> $crate::Result<$crate::imports::CustomerImportState> {
-                use $crate::imports::CustomerImportState;
-                let row: Option<(Option<String>,)> = sqlx::query_as("SELECT import_run FROM customers WHERE id = $1")
-                    .bind(id)
-                    .fetch_optional(self.read())
-                    .await?;
-                Ok(match row {
-                    None => CustomerImportState::Absent,
-                    Some((Some(run),)) => CustomerImportState::Imported { run },
-                    Some((None,)) => {
-                        let traffic: bool = sqlx::query_scalar(
-                            "SELECT EXISTS (SELECT 1 FROM ledger WHERE customer_id = $1)
-                                 OR EXISTS (SELECT 1 FROM topups WHERE customer_id = $1)",
-                        )
-                        .bind(id)
-                        .fetch_one(self.read())
-                        .await?;
-                        CustomerImportState::Existing { traffic }
-                    }
-                })
+                self.read_import_state(id).await
             }
 
             async fn import_customer(
@@ -403,6 +385,60 @@ macro_rules! impl_imports {
             }
 
             async fn legacy_totals(&self, customer_id: &str) -> $crate::Result<$crate::imports::LegacyTotals> {
+                self.read_legacy_totals(customer_id).await
+            }
+
+            async fn legacy_history(
+                &self,
+                customer_id: &str,
+                limit: i64,
+            ) -> $crate::Result<Vec<$crate::imports::LegacyHistory>> {
+                Ok(sqlx::query_as::<_, $crate::imports::LegacyHistory>(
+                    "SELECT kind, source_id, amount, detail, created_at FROM legacy_history
+                     WHERE customer_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2",
+                )
+                .bind(customer_id)
+                .bind(limit)
+                .fetch_all(self.read())
+                .await?)
+            }
+
+            async fn imported_customers(&self) -> $crate::Result<i64> {
+                Ok(sqlx::query_scalar("SELECT COUNT(*) FROM customers WHERE import_run IS NOT NULL")
+                    .fetch_one(self.read())
+                    .await?)
+            }
+        }
+    };
+}
+
+/// The reads behind the tie-out (kept apart so each macro stays short).
+macro_rules! impl_import_reads {
+    ($store:ty) => {
+        impl $store {
+            async fn read_import_state(&self, id: &str) -> $crate::Result<$crate::imports::CustomerImportState> {
+                use $crate::imports::CustomerImportState;
+                let row: Option<(Option<String>,)> = sqlx::query_as("SELECT import_run FROM customers WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(self.read())
+                    .await?;
+                Ok(match row {
+                    None => CustomerImportState::Absent,
+                    Some((Some(run),)) => CustomerImportState::Imported { run },
+                    Some((None,)) => {
+                        let traffic: bool = sqlx::query_scalar(
+                            "SELECT EXISTS (SELECT 1 FROM ledger WHERE customer_id = $1)
+                                 OR EXISTS (SELECT 1 FROM topups WHERE customer_id = $1)",
+                        )
+                        .bind(id)
+                        .fetch_one(self.read())
+                        .await?;
+                        CustomerImportState::Existing { traffic }
+                    }
+                })
+            }
+
+            async fn read_legacy_totals(&self, customer_id: &str) -> $crate::Result<$crate::imports::LegacyTotals> {
                 let mut totals = $crate::imports::LegacyTotals::default();
                 let row: Option<(i64, Option<String>)> =
                     sqlx::query_as("SELECT balance, import_run FROM customers WHERE id = $1")
@@ -442,28 +478,8 @@ macro_rules! impl_imports {
                 Ok(totals)
             }
 
-            async fn legacy_history(
-                &self,
-                customer_id: &str,
-                limit: i64,
-            ) -> $crate::Result<Vec<$crate::imports::LegacyHistory>> {
-                Ok(sqlx::query_as::<_, $crate::imports::LegacyHistory>(
-                    "SELECT kind, source_id, amount, detail, created_at FROM legacy_history
-                     WHERE customer_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2",
-                )
-                .bind(customer_id)
-                .bind(limit)
-                .fetch_all(self.read())
-                .await?)
-            }
-
-            async fn imported_customers(&self) -> $crate::Result<i64> {
-                Ok(sqlx::query_scalar("SELECT COUNT(*) FROM customers WHERE import_run IS NOT NULL")
-                    .fetch_one(self.read())
-                    .await?)
-            }
         }
     };
 }
 
-pub(crate) use impl_imports;
+pub(crate) use {impl_import_reads, impl_imports};

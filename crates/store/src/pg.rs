@@ -148,6 +148,7 @@ crate::queue::impl_queue!(PgStore, sqlx::PgConnection, skip_locked = "FOR UPDATE
 crate::finish::impl_finish!(PgStore, sqlx::PgConnection);
 crate::settle::impl_settle!(PgStore, sqlx::PgConnection);
 crate::audit::impl_audit!(PgStore);
+crate::imports::impl_import_reads!(PgStore);
 crate::imports::impl_imports!(
     PgStore,
     Postgres,

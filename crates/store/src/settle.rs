@@ -47,6 +47,17 @@ pub(crate) struct Settlement<'a> {
     pub now: i64,
 }
 
+/// The ledger entry that settles `current` (kind, amount), if any.
+pub(crate) fn ledger_entry(outcome: FinalOutcome, current: &Topup) -> Option<(recarga_domain::LedgerKind, i64)> {
+    use recarga_domain::LedgerKind;
+    match (outcome, current.is_imported()) {
+        (FinalOutcome::Success, false) => Some((LedgerKind::Capture, 0)),
+        (FinalOutcome::Failed, false) => Some((LedgerKind::Release, current.held.0)),
+        (FinalOutcome::Success, true) => Some((LedgerKind::Debit, -current.legacy_price.unwrap_or(0))),
+        (FinalOutcome::Failed, true) => None,
+    }
+}
+
 macro_rules! impl_settle {
     ($store:ty, $conn:ty) => {
         impl $store {
@@ -56,7 +67,7 @@ macro_rules! impl_settle {
                 current: &$crate::Topup,
                 s: $crate::settle::Settlement<'_>,
             ) -> $crate::Result<$crate::Topup> {
-                use recarga_domain::{FinalOutcome, LedgerKind, TopupStatus};
+                use recarga_domain::{FinalOutcome, TopupStatus};
                 let to = match s.outcome {
                     FinalOutcome::Success => TopupStatus::Success,
                     FinalOutcome::Failed => TopupStatus::Failed,
@@ -96,13 +107,7 @@ macro_rules! impl_settle {
                 // A top-up imported from the old system held nothing: FAILED
                 // moves no money, SUCCESS debits its price (the old system
                 // never did) with its own entry, within the credit limit.
-                let entry = match (s.outcome, current.is_imported()) {
-                    (FinalOutcome::Success, false) => Some((LedgerKind::Capture, 0)),
-                    (FinalOutcome::Failed, false) => Some((LedgerKind::Release, current.held.0)),
-                    (FinalOutcome::Success, true) => Some((LedgerKind::Debit, -current.legacy_price.unwrap_or(0))),
-                    (FinalOutcome::Failed, true) => None,
-                };
-                if let Some((kind, amount)) = entry {
+                if let Some((kind, amount)) = $crate::settle::ledger_entry(s.outcome, current) {
                     let entry = $crate::common::BalanceMove {
                         customer_id: &current.customer_id,
                         topup_id: Some(&current.id),
