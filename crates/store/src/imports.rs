@@ -450,10 +450,11 @@ macro_rules! impl_import_reads {
                 };
                 totals.balance = balance;
                 totals.import_run = run;
-                totals.opening = sqlx::query_scalar("SELECT amount FROM ledger WHERE customer_id = $1 AND kind = 'import'")
-                    .bind(customer_id)
-                    .fetch_optional(self.read())
-                    .await?;
+                totals.opening =
+                    sqlx::query_scalar("SELECT amount FROM ledger WHERE customer_id = $1 AND kind = 'import'")
+                        .bind(customer_id)
+                        .fetch_optional(self.read())
+                        .await?;
                 let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
                     "SELECT status, COUNT(*), CAST(COALESCE(SUM(face_value), 0) AS BIGINT),
                             CAST(COALESCE(SUM(legacy_price), 0) AS BIGINT)
@@ -477,7 +478,6 @@ macro_rules! impl_import_reads {
                 totals.history = rows.into_iter().collect();
                 Ok(totals)
             }
-
         }
     };
 }

@@ -387,7 +387,9 @@ async fn a_changed_source_or_a_busy_customer_is_refused() {
     t.assert_audit_clean().await;
 
     // The way back: a top-up delivered here and an old PENDING resolved here
-    // reach the old database, with the balance as it is now.
+    // reach the old database, with the balance as it is now. While Latcom
+    // blocks us the top-up stays open, and an open top-up blocks the way back.
+    t.sandbox.update(|c| c.ip_blocked = true);
     let (s, fresh) = send(
         old_request(&t, reqwest::Method::POST, "/v1/topups", HAZ_KEY, "HAZ_001")
             .json(&json!({ "phone": "5512345010", "amount": "100", "reference": "O'BRIEN-1" })),
@@ -397,13 +399,11 @@ async fn a_changed_source_or_a_busy_customer_is_refused() {
     let fresh_id = fresh["id"].as_str().expect("id").to_string();
     let out_path = work.join("rollback.sql");
     let out_arg = out_path.to_string_lossy().to_string();
-    // Open (not yet final) top-ups block the way back.
-    let open = t.store().get_topup(&fresh_id).await.unwrap().expect("topup");
-    if !open.status.is_final() {
-        let (code, blocked, _) = cli(&db, &work, &["export", "legacy", "--out", &out_arg]).await;
-        assert_eq!(code, 1, "{blocked}");
-        assert!(!out_path.exists());
-    }
+    let (code, blocked, _) = cli(&db, &work, &["export", "legacy", "--out", &out_arg]).await;
+    assert_eq!(code, 1, "{blocked}");
+    assert_eq!(blocked["open"], json!([fresh_id]), "{blocked}");
+    assert!(!out_path.exists());
+    t.sandbox.update(|c| c.ip_blocked = false);
     t.wait_status(&fresh_id, TopupStatus::Success, std::time::Duration::from_secs(20))
         .await;
     let args = [
