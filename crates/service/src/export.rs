@@ -137,18 +137,20 @@ pub async fn export_legacy(store: &dyn Store, only: Option<&[String]>) -> crate:
         summary.open.extend(
             topups
                 .iter()
-                .filter(|t| !t.status.is_final() && !(t.is_imported() && t.status == TopupStatus::Unknown))
+                .filter(|t| !(t.status.is_final() || t.is_imported()))
                 .map(|t| t.id.clone()),
         );
         chosen.push((c, topups));
     }
-    if let Some(ids) = only {
-        if let Some(missing) = ids.iter().find(|id| !chosen.iter().any(|(c, _)| &c.id == *id)) {
-            return Err(crate::ServiceError::invalid(
-                "customers",
-                format!("no customer {missing}"),
-            ));
-        }
+    if let Some(missing) = only
+        .into_iter()
+        .flatten()
+        .find(|id| !chosen.iter().any(|(c, _)| &c.id == *id))
+    {
+        return Err(crate::ServiceError::invalid(
+            "customers",
+            format!("no customer {missing}"),
+        ));
     }
     let sql = legacy_sql(&chosen, &mut summary);
     Ok((sql, summary))
