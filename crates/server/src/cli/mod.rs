@@ -81,6 +81,9 @@ pub enum Command {
     /// Print `.env.example`: every setting, generated from this definition.
     #[command(hide = true)]
     EnvExample,
+    /// GET the local gateway's `/health`; exit 0 on 200 (the container's HEALTHCHECK).
+    #[command(hide = true)]
+    Probe(crate::probe::ProbeArgs),
 }
 
 /// `.env.example`, generated from the command-line definition so it cannot
@@ -180,7 +183,9 @@ pub async fn run_operator(store: &dyn Store, command: Command) -> anyhow::Result
         Command::Import(cmd) => return import::run(store, cmd).await,
         Command::Export(cmd) => return import::export(store, cmd).await,
         Command::EnvExample => Value::String(env_example()),
-        Command::Serve(_) | Command::Worker(_) | Command::LatcomSim(_) => anyhow::bail!("not an operator command"),
+        Command::Serve(_) | Command::Worker(_) | Command::LatcomSim(_) | Command::Probe(_) => {
+            anyhow::bail!("not an operator command")
+        }
     };
     Ok((out, 0))
 }

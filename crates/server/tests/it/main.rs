@@ -14,6 +14,7 @@ mod browser;
 mod compat;
 mod crash;
 mod data_hardening;
+mod deploy;
 mod latcom;
 mod legacy_import;
 mod lifecycle;
