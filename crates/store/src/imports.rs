@@ -138,8 +138,6 @@ pub trait ImportStore {
     async fn legacy_totals(&self, customer_id: &str) -> Result<LegacyTotals>;
     /// The old books of a customer, newest first (at most `limit` rows).
     async fn legacy_history(&self, customer_id: &str, limit: i64) -> Result<Vec<LegacyHistory>>;
-    /// How many customers came from the old system.
-    async fn imported_customers(&self) -> Result<i64>;
 }
 
 /// Rows per multi-row INSERT (under SQLite's 32,766 bound parameters).
@@ -401,12 +399,6 @@ macro_rules! impl_imports {
                 .bind(limit)
                 .fetch_all(self.read())
                 .await?)
-            }
-
-            async fn imported_customers(&self) -> $crate::Result<i64> {
-                Ok(sqlx::query_scalar("SELECT COUNT(*) FROM customers WHERE import_run IS NOT NULL")
-                    .fetch_one(self.read())
-                    .await?)
             }
         }
     };
