@@ -7,6 +7,7 @@
 //! target/release/recarga-bench --engine postgres --database-url postgres://postgres@127.0.0.1:5432/postgres
 //! target/release/recarga-bench --engine postgres --redis-url redis://127.0.0.1:6379 --json
 //! target/release/recarga-bench --smoke           # every scenario for ~2 s with tiny sizes (CI)
+//! target/release/recarga-bench --engine postgres --import-legacy 100000   # time `recarga import legacy`
 //! ```
 //!
 //! **What it starts**, for each scenario: a fresh database (a temporary SQLite
@@ -60,6 +61,7 @@
 //! Targets from the issue are evaluated and printed as met or missed; they
 //! never change the exit code.
 
+mod import;
 mod load;
 mod procs;
 mod report;
@@ -193,6 +195,12 @@ struct Args {
     /// Every scenario for ~2 s with tiny sizes: proves the program works (CI).
     #[arg(long)]
     smoke: bool,
+    /// Instead of the scenarios: time `recarga import legacy` of an old
+    /// installation whose busiest customer has N transactions (needs
+    /// PostgreSQL at --database-url for the old database; the Recarga side
+    /// uses --engine).
+    #[arg(long, value_name = "N")]
+    import_legacy: Option<i64>,
 }
 
 /// What to run, resolved from the arguments.
@@ -398,8 +406,14 @@ fn http_client() -> Result<reqwest::Client> {
 }
 
 async fn run(args: Args) -> Result<bool> {
-    let plan = Plan::from(&args)?;
     let bin = find_binary(args.recarga.as_deref())?;
+    if let Some(rows) = args.import_legacy {
+        let recarga_pg = (args.engine == EngineArg::Postgres).then_some(args.database_url.as_str());
+        let (report, ok) = import::run(&bin, &args.database_url, recarga_pg, rows).await?;
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(ok);
+    }
+    let plan = Plan::from(&args)?;
     let http = http_client()?;
     let postgres = args.engine == EngineArg::Postgres;
     let pg_url = postgres.then_some(args.database_url.as_str());

@@ -35,7 +35,7 @@ pub fn require_loopback(what: &str, url: &str) -> Result<()> {
 }
 
 /// `url` with its database name replaced by `db`.
-fn with_database(url: &str, db: &str) -> Result<String> {
+pub fn with_database(url: &str, db: &str) -> Result<String> {
     let (base, query) = match url.split_once('?') {
         Some((b, q)) => (b, Some(q)),
         None => (url, None),

@@ -17,6 +17,7 @@ pub mod catalogue;
 pub mod failpoint;
 pub mod ids;
 pub mod ledger;
+pub mod legacy;
 pub mod money;
 pub mod msisdn;
 pub mod netlist;

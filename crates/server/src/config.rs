@@ -5,6 +5,7 @@
 //! environment variable. The seed names of the old system stay valid
 //! (`DATABASE_URL`, `ADMIN_KEY`, `PORT`, `QUEUE_CONCURRENCY`).
 
+use clap::builder::BoolishValueParser;
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -132,9 +133,25 @@ pub struct LatcomSettings {
 /// Settings of the long-running processes (`serve`, `worker`).
 #[derive(Debug, Clone, Args)]
 pub struct RuntimeConfig {
-    /// `production` refuses the sandbox upstream and an unset ADMIN_KEY.
+    /// `production` refuses the sandbox upstream, an unset ADMIN_KEY and the
+    /// embedded SQLite database.
     #[arg(long, env = "RECARGA_ENV", value_enum, default_value = "development")]
     pub env: RunEnv,
+
+    /// Let `RECARGA_ENV=production` run on the embedded SQLite database (one
+    /// instance, on a disk that outlives deploys): replicas or a throwaway
+    /// disk would each keep their own books.
+    #[arg(long, env = "RECARGA_ALLOW_SQLITE", default_value = "false", action = clap::ArgAction::Set,
+          value_parser = BoolishValueParser::new())]
+    pub allow_sqlite: bool,
+
+    /// Let the sandbox upstream run although customers imported from the old
+    /// system exist (a copy of production data for rehearsal): without it,
+    /// `serve` and `worker` refuse, so real customers are never served by the
+    /// simulator.
+    #[arg(long, env = "RECARGA_SANDBOX_WITH_IMPORTED", default_value = "false", action = clap::ArgAction::Set,
+          value_parser = BoolishValueParser::new())]
+    pub sandbox_with_imported: bool,
 
     /// HTTP port.
     #[arg(long, env = "PORT", default_value_t = 8080)]
@@ -441,6 +458,40 @@ impl RuntimeConfig {
         self.validate_limits()
     }
 
+    /// Where the books may live: production keeps them in PostgreSQL unless
+    /// `RECARGA_ALLOW_SQLITE` says one instance on a lasting disk is meant.
+    pub fn validate_store(&self, db: &DbConfig) -> Result<(), String> {
+        if self.env != RunEnv::Production || self.allow_sqlite || !db.is_embedded() {
+            return Ok(());
+        }
+        let what = match db.database_url.as_deref() {
+            Some(url) if !url.is_empty() => "DATABASE_URL is not a postgres:// URL",
+            _ => "DATABASE_URL is unset",
+        };
+        Err(format!(
+            "RECARGA_ENV=production refuses the embedded SQLite database ({what}): replicas, or a disk \
+             that a redeploy throws away, would each keep their own books. Set DATABASE_URL=postgres://… \
+             (on Railway: the PostgreSQL service's DATABASE_URL), or RECARGA_ALLOW_SQLITE=1 for a single \
+             instance whose data directory is on a persistent volume"
+        ))
+    }
+
+    /// Real customers are never served by the simulator: once customers
+    /// imported from the old system exist (`imported`), the sandbox upstream
+    /// is refused in every environment unless `RECARGA_SANDBOX_WITH_IMPORTED`
+    /// says this is a rehearsal on a copy.
+    pub fn validate_sandbox_with(&self, imported: u64) -> Result<(), String> {
+        if self.upstream != UpstreamKind::Sandbox || imported == 0 || self.sandbox_with_imported {
+            return Ok(());
+        }
+        Err(format!(
+            "refusing the sandbox upstream: this database holds {imported} customer(s) imported from the old \
+             system, and real customers must never be served by the simulator. Configure the live upstream \
+             (RECARGA_UPSTREAM=latcom and LATCOM_*), or set RECARGA_SANDBOX_WITH_IMPORTED=1 if this is a \
+             rehearsal on a copy of the data"
+        ))
+    }
+
     /// The listener's and the pages' limits.
     fn validate_limits(&self) -> Result<(), String> {
         for (name, value) in [
@@ -627,6 +678,54 @@ mod tests {
         }
         // Outside production the old rule (16 characters) stands.
         assert!(parse(&["--admin-key", "0123456789abcdef"]).validate().is_ok());
+    }
+
+    fn db(url: Option<&str>) -> DbConfig {
+        DbConfig {
+            database_url: url.map(str::to_string),
+            data_dir: PathBuf::from("./data"),
+            redis_url: None,
+            db_pool_max: 16,
+            db_worker_pool_max: 4,
+            redis_prefix: "recarga:".into(),
+        }
+    }
+
+    #[test]
+    fn production_keeps_its_books_in_postgres_unless_told() {
+        let prod = parse(&["--env", "production"]);
+        for embedded in [None, Some(""), Some("sqlite:///var/lib/recarga/recarga.db")] {
+            let err = prod.validate_store(&db(embedded)).unwrap_err();
+            assert!(
+                err.contains("SQLite") && err.contains("RECARGA_ALLOW_SQLITE=1"),
+                "{embedded:?}: {err}"
+            );
+        }
+        assert!(prod.validate_store(&db(Some("postgres://u@h/recarga"))).is_ok());
+        assert!(prod.validate_store(&db(Some("postgresql://u@h/recarga"))).is_ok());
+        for yes in ["1", "true", "yes", "on"] {
+            let allowed = parse(&["--env", "production", "--allow-sqlite", yes]);
+            assert!(allowed.validate_store(&db(None)).is_ok(), "{yes}");
+        }
+        let refused = parse(&["--env", "production", "--allow-sqlite", "0"]);
+        assert!(refused.validate_store(&db(None)).is_err());
+        // Development runs on SQLite without being asked.
+        assert!(parse(&[]).validate_store(&db(None)).is_ok());
+    }
+
+    #[test]
+    fn imported_customers_are_never_served_by_the_sandbox() {
+        let sandbox = parse(&[]);
+        assert!(sandbox.validate_sandbox_with(0).is_ok());
+        let err = sandbox.validate_sandbox_with(3).unwrap_err();
+        assert!(
+            err.contains("3 customer(s)") && err.contains("RECARGA_SANDBOX_WITH_IMPORTED=1"),
+            "{err}"
+        );
+        let rehearsal = parse(&["--sandbox-with-imported", "1"]);
+        assert!(rehearsal.validate_sandbox_with(3).is_ok());
+        let live = parse(&["--upstream", "latcom"]);
+        assert!(live.validate_sandbox_with(3).is_ok());
     }
 
     #[test]

@@ -1,16 +1,28 @@
 //! `recarga`: thin wiring from the command line to the library.
 
-use clap::Parser;
 use recarga_server::cli::{self, Cli, Command};
 use recarga_server::config::RuntimeConfig;
 use recarga_server::serve::{self, Roles};
 use recarga_server::state::{self, App};
+use recarga_server::{legacy_env, probe};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> std::process::ExitCode {
     let _ = dotenvy::dotenv();
-    let cli = Cli::parse();
+    // The old system's variable names, read before clap parses (legacy_env.rs).
+    let aliases = legacy_env::plan(&legacy_env::process_env());
+    let cli = legacy_env::parse_cli(&aliases);
+    if let Command::Probe(args) = &cli.command {
+        // The HEALTHCHECK: no logs, no runtime beyond one request.
+        return match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => std::process::ExitCode::from(rt.block_on(probe::run(args)) as u8),
+            Err(_) => std::process::ExitCode::FAILURE,
+        };
+    }
     init_logs(&cli.log, cli.log_format == "json");
+    for warning in &aliases.warnings {
+        tracing::warn!(deprecated = true, "{warning}");
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -72,7 +84,11 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         other => {
             let store = state::open_store(&cli.db).await?;
             let (out, code) = cli::run_operator(store.as_ref(), other).await?;
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            match out {
+                // A report for people (`import legacy --table`).
+                serde_json::Value::String(text) => print!("{text}"),
+                json => println!("{}", serde_json::to_string_pretty(&json)?),
+            }
             Ok(code)
         }
     }
@@ -80,7 +96,12 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
 
 async fn serve(db: &recarga_server::config::DbConfig, rt: RuntimeConfig, roles: Roles) -> anyhow::Result<i32> {
     rt.validate().map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+    rt.validate_store(db)
+        .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
     let store = state::open_store(db).await?;
+    let imported = store.count_imported_customers().await?;
+    rt.validate_sandbox_with(imported)
+        .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
     let demo_key = if roles.http {
         cli::ensure_demo_customer(store.as_ref(), &rt).await?
     } else {

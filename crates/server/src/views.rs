@@ -70,6 +70,10 @@ pub struct TopupView {
     pub updated_at: String,
     #[schema(format = DateTime)]
     pub completed_at: Option<String>,
+    /// Present (true) on history imported from the old system: read-only,
+    /// with its old id; its `charge` is what the old system debited.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub imported: bool,
 }
 
 impl From<&Topup> for TopupView {
@@ -85,7 +89,7 @@ impl From<&Topup> for TopupView {
             amount_sent: t.amount_sent.to_decimal_string(),
             vat: t.vat.to_decimal_string(),
             delivered: t.delivered.to_decimal_string(),
-            charge: Amount::new(t.held, t.currency.as_str()),
+            charge: Amount::new(charge_of(t), t.currency.as_str()),
             discount_bps: t.discount_bps,
             fx_rate: t.fx_rate_micro.map(fx_text),
             upstream_transaction_id: t.upstream_trans_id.clone(),
@@ -97,7 +101,18 @@ impl From<&Topup> for TopupView {
             created_at: iso(t.created_at),
             updated_at: iso(t.updated_at),
             completed_at: t.completed_at.map(iso),
+            imported: t.is_imported(),
         }
+    }
+}
+
+/// What the balance was charged: the hold, or for imported history what the
+/// old system debited (a SUCCESS; an old PENDING row held nothing).
+fn charge_of(t: &Topup) -> recarga_domain::Money {
+    match (t.is_imported(), t.status) {
+        (false, _) => t.held,
+        (true, recarga_domain::TopupStatus::Success) => recarga_domain::Money(t.legacy_price.unwrap_or(0)),
+        (true, _) => recarga_domain::Money::ZERO,
     }
 }
 

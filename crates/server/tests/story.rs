@@ -11,7 +11,10 @@
 //!
 //! A story is `STORY_OPS` operations drawn from a seeded RNG: customers
 //! created and credited/debited with the operator CLI (sometimes with the
-//! `adjust.before_commit` crash site armed), top-ups (async, synchronous with
+//! `adjust.before_commit` crash site armed), an import of a small old-system
+//! database at the start (with PostgreSQL; sometimes crashing inside it at
+//! `import.before_commit`, then run again) whose old PENDING rows an operator
+//! resolves either way, top-ups (async, synchronous with
 //! `Prefer: wait=N`, duplicate references with the same or another body, bad
 //! inputs) to phones whose last digits pick a sandbox script, SIGKILLs of the
 //! gateway, restarts with a crash site of `failpoint::SITES` armed
@@ -103,6 +106,38 @@ const REACT_SEED_SALT: u64 = 0x05EE_D0F0_EAC7;
 const SIGABRT: i32 = 6;
 /// The crash site of the operator CLI; the others belong to the gateway.
 const CLI_SITE: &str = "adjust.before_commit";
+/// The crash site of `recarga import legacy`.
+const IMPORT_SITE: &str = "import.before_commit@2";
+/// Transactions of the old system's busiest customer in a story's import.
+const OLD_SYSTEM_ROWS: i64 = 60;
+
+/// A small old-system database on the machine's PostgreSQL (read only for
+/// the import), or `None` without `TEST_DATABASE_URL`.
+async fn old_system_database() -> Option<String> {
+    let admin = std::env::var("TEST_DATABASE_URL").ok().filter(|u| !u.is_empty())?;
+    let name = format!(
+        "{}old_{}",
+        recarga_store::testing::TEST_DB_PREFIX,
+        uuid::Uuid::now_v7().simple()
+    );
+    let pool = sqlx::PgPool::connect(&admin).await.expect("connect admin");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&pool)
+        .await
+        .expect("create the old database");
+    let url = recarga_store::testing::replace_db_name(&admin, &name);
+    let old = sqlx::PgPool::connect(&url).await.expect("connect old");
+    let sql = format!(
+        "{}{}",
+        recarga_testkit::legacy::OLD_SCHEMA,
+        recarga_testkit::legacy::old_data(OLD_SYSTEM_ROWS)
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(&old)
+        .await
+        .expect("fill the old database");
+    Some(url)
+}
 /// Face values the stories buy (MXN, XOOM denominations).
 const FACES: [&str; 4] = ["10", "20", "50", "100"];
 /// Sandbox scripts (last three digits) other than plain success.
@@ -183,6 +218,7 @@ struct Figures {
     redis_wipes: usize,
     sim_profiles: usize,
     credits: usize,
+    imported_resolutions: usize,
     topups: BTreeMap<String, usize>,
     unknown_left: usize,
     fail_but_delivered: usize,
@@ -333,7 +369,7 @@ async fn run_stories(seeds_arg: Option<u64>) -> ExitCode {
     println!(
         "story figures: {} seeds, {} stories in {:.1} s ({}); {} operations, {} top-up requests, HTTP {:?}; \
          {} SIGKILLs, {} armed restarts, failpoint aborts {:?}; {} PostgreSQL restarts; {} Redis wipes; \
-         {} simulator profiles; {} operator credits; top-ups by final status {:?}; \
+         {} simulator profiles; {} operator credits; {} imported UNKNOWNs resolved; top-ups by final status {:?}; \
          {} FAILED-but-delivered (989); {} UNKNOWN left",
         seeds.len(),
         f.stories,
@@ -353,6 +389,7 @@ async fn run_stories(seeds_arg: Option<u64>) -> ExitCode {
         f.redis_wipes,
         f.sim_profiles,
         f.credits,
+        f.imported_resolutions,
         f.topups,
         f.fail_but_delivered,
         f.unknown_left
@@ -619,6 +656,8 @@ struct Story {
     violations: Vec<String>,
     http: reqwest::Client,
     next_ref: usize,
+    /// Customers imported from an old-system database at the start.
+    imported: Vec<String>,
 }
 
 async fn story(
@@ -677,6 +716,7 @@ async fn story(
         violations: Vec::new(),
         http: client(),
         next_ref: 0,
+        imported: Vec::new(),
     };
     if s.engine == StoryEngine::Postgres {
         let out = s.cli(&["migrate"], None).await;
@@ -685,6 +725,7 @@ async fn story(
     for _ in 0..2 {
         s.create_customer().await;
     }
+    s.import_old_system().await;
     s.start_gateway(None).await;
     for _ in 0..STORY_OPS {
         s.op(cluster.as_deref()).await;
@@ -721,6 +762,80 @@ impl Story {
         self.db_windows
             .iter()
             .any(|&(a, b)| began <= b + DB_GRACE && ended >= a)
+    }
+
+    /// Imports a small old-system database (PostgreSQL only), sometimes
+    /// crashing inside the second customer's import first; the re-run
+    /// must complete it and tie out.
+    async fn import_old_system(&mut self) {
+        let Some(old) = old_system_database().await else { return };
+        let args = [
+            "import",
+            "legacy",
+            "--from",
+            &old,
+            "--fx-rate-for",
+            "USD=17.80",
+            "--currency",
+            "HAZ_001=MXN",
+        ];
+        if self.rng.random_bool(0.3) {
+            let out = self.cli(&args, Some(IMPORT_SITE)).await;
+            if out.signal == Some(SIGABRT) {
+                *self
+                    .figures
+                    .lock()
+                    .expect("figures")
+                    .failpoint_aborts
+                    .entry(IMPORT_SITE.to_string())
+                    .or_default() += 1;
+            }
+        }
+        let out = self.cli(&args, None).await;
+        if !out.ok() || out.json["ok"] != json!(true) {
+            self.violations.push(format!("{}: import legacy: {out:?}", self.tag()));
+        }
+        self.imported = ["ENVIADESPENSA_001", "HAZ_001", "SMARTBIZ_001"]
+            .map(String::from)
+            .to_vec();
+    }
+
+    /// An operator settles an imported UNKNOWN (an old PENDING row) either
+    /// way, sometimes crashing inside the resolution.
+    async fn resolve_imported(&mut self) {
+        let listed = self.cli(&["topup", "unresolved"], None).await;
+        let ids: Vec<String> = listed.json["topups"]
+            .as_array()
+            .map(|rows| {
+                rows.iter()
+                    .filter_map(|t| t["id"].as_str())
+                    .filter(|id| recarga_domain::is_legacy_id(id))
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if ids.is_empty() {
+            return;
+        }
+        let id = ids[self.rng.random_range(0..ids.len())].clone();
+        let outcome = if self.rng.random_bool(0.5) { "success" } else { "failed" };
+        let armed = self.rng.random_bool(0.25).then_some("resolve.before_commit");
+        let args = [
+            "topup",
+            "resolve",
+            "--id",
+            &id,
+            "--outcome",
+            outcome,
+            "--reason",
+            "story: old statement",
+        ];
+        let out = self.cli(&args, armed).await;
+        if armed.is_none() && !out.ok() {
+            self.violations
+                .push(format!("{}: resolving imported {id}: {out:?}", self.tag()));
+        }
+        self.figures.lock().expect("figures").imported_resolutions += 1;
     }
 
     fn fresh_ref(&mut self) -> String {
@@ -1006,6 +1121,8 @@ impl Story {
                 self.rig.sim.configure(&profile).await.expect("configure the simulator");
                 self.figures.lock().expect("figures").sim_profiles += 1;
             }
+            // An operator settles an old PENDING row imported from the old system.
+            90..=91 if !self.imported.is_empty() => self.resolve_imported().await,
             // Let things happen.
             _ => {
                 let ms = self.rng.random_range(100..1500);
@@ -1069,7 +1186,8 @@ impl Story {
         let unresolved = self.cli(&["topup", "unresolved"], None).await;
         assert!(unresolved.ok(), "{tag}: recarga topup unresolved: {unresolved:?}");
         let journal = self.rig.sim.journal().await.expect("journal");
-        let ids: Vec<String> = self.customers.iter().map(|(id, _)| id.clone()).collect();
+        let mut ids: Vec<String> = self.customers.iter().map(|(id, _)| id.clone()).collect();
+        ids.extend(self.imported.iter().cloned());
         let books = check_books(store.as_ref(), &ids, &journal, &unresolved.json).await;
         self.violations
             .extend(books.violations.iter().map(|v| format!("{tag}: {v}")));

@@ -11,6 +11,8 @@
 //! | [`expire`] | outage expiry: never-sent top-ups older than the age limit fail `expired_not_sent` |
 //! | [`customers`] | customers, credits and debits, operator resolutions: one set of rules |
 //! | [`keys`] | API keys: issue, import, rotate, authenticate |
+//! | [`import`] | `import legacy`: the old system's customers, keys and history, tied out to the centavo |
+//! | [`export`] | `export legacy`: balances and new top-ups in the old schema, for a rollback |
 //! | [`operators`] | operator accounts and passwords |
 //! | [`reconcile`] | statements: import, match, classify; proposals applied by an operator |
 //! | [`dispute`] | a run's dispute pack (zip): totals that tie out, disputed lines with our evidence |
@@ -27,7 +29,9 @@ pub mod customers;
 pub mod dispute;
 pub mod error;
 pub mod expire;
+pub mod export;
 pub mod hub;
+pub mod import;
 pub mod keys;
 pub mod metrics;
 pub mod operators;

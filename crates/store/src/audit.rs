@@ -5,6 +5,8 @@
 //! - each customer's last entry's running balance is its balance;
 //! - each top-up has exactly one hold of its price, a capture only if it
 //!   succeeded and a release of the whole hold only if it failed;
+//! - a top-up imported from the old system has no entry, or one `debit`
+//!   of its price once its old PENDING row was resolved SUCCESS;
 //! - no entry names a top-up that does not exist;
 //! - no FAILED top-up has a success on record (late evidence: we released
 //!   the hold of something the provider says it delivered). A `Fail` on
@@ -22,10 +24,22 @@ pub trait AuditStore {
 }
 
 /// Top-ups whose holds, captures and releases do not match their state.
+/// A top-up imported from the old system has no entry at all, except one
+/// `debit` of its price once an operator resolved its old PENDING row
+/// SUCCESS (its `import` event says it came in UNKNOWN).
 pub(crate) const MISMATCHED_TOPUPS: &str = "SELECT t.id, t.status FROM topups t LEFT JOIN ledger l ON l.topup_id = t.id
-     GROUP BY t.id, t.status, t.held
+     GROUP BY t.id, t.status, t.held, t.origin, t.legacy_price
      HAVING NOT (
-        SUM(CASE WHEN l.kind = 'hold' THEN 1 ELSE 0 END) = 1
+        t.origin = 'legacy' AND t.held = 0
+        AND SUM(CASE WHEN l.kind IN ('hold', 'capture', 'release') THEN 1 ELSE 0 END) = 0
+        AND SUM(CASE WHEN l.kind = 'debit' THEN 1 ELSE 0 END) = (CASE WHEN t.status = 'SUCCESS' AND EXISTS (
+            SELECT 1 FROM topup_events e WHERE e.topup_id = t.id AND e.from_status = 'UNKNOWN') THEN 1 ELSE 0 END)
+        AND SUM(CASE WHEN l.kind = 'debit' THEN l.amount ELSE 0 END) = (CASE WHEN t.status = 'SUCCESS' AND EXISTS (
+            SELECT 1 FROM topup_events e WHERE e.topup_id = t.id AND e.from_status = 'UNKNOWN') THEN -t.legacy_price ELSE 0 END)
+        AND SUM(CASE WHEN l.customer_id <> t.customer_id THEN 1 ELSE 0 END) = 0
+     ) AND NOT (
+        t.origin = 'recarga'
+        AND SUM(CASE WHEN l.kind = 'hold' THEN 1 ELSE 0 END) = 1
         AND SUM(CASE WHEN l.kind = 'hold' THEN l.amount ELSE 0 END) = -t.held
         AND SUM(CASE WHEN l.kind = 'capture' THEN 1 ELSE 0 END)
             = (CASE WHEN t.status = 'SUCCESS' THEN 1 ELSE 0 END)

@@ -11,6 +11,9 @@ pub trait CustomerStore {
     async fn get_customer(&self, id: &str) -> Result<Option<Customer>>;
     async fn list_customers(&self) -> Result<Vec<Customer>>;
     async fn update_customer(&self, id: &str, patch: &CustomerPatch, actor: &str) -> Result<Customer>;
+    /// Customers brought over from the old system (`import_run` set): while
+    /// any exist, `serve` and `worker` refuse the sandbox upstream.
+    async fn count_imported_customers(&self) -> Result<u64>;
 }
 
 macro_rules! impl_customers {
@@ -87,6 +90,13 @@ macro_rules! impl_customers {
                 Ok(sqlx::query_as::<_, $crate::Customer>("SELECT * FROM customers ORDER BY id")
                     .fetch_all(self.read())
                     .await?)
+            }
+
+            async fn count_imported_customers(&self) -> $crate::Result<u64> {
+                let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM customers WHERE import_run IS NOT NULL")
+                    .fetch_one(self.read())
+                    .await?;
+                Ok(u64::try_from(n).unwrap_or(0))
             }
 
             async fn update_customer(

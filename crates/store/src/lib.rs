@@ -18,9 +18,13 @@
 //! | `processes.rs` | [`ProcessStore`] | the processes that claim work; a dead one's claims rescued at once |
 //! | `settle.rs` | [`SettleStore`] | capture / release, resolving UNKNOWN |
 //! | `audit.rs` | [`AuditStore`] | the ledger invariants |
+//! | `imports.rs` | [`ImportStore`] | customers and history imported from the old system |
 //! | `operators.rs` | [`OperatorStore`] | the pages' state: operators, sessions, login throttling, audit rows |
 //! | `ops.rs` | [`OpsStore`] | the pages' read models |
 //! | `reconcile.rs` | [`ReconcileStore`] | statements, reconciliation runs, their rows and proposals |
+//!
+//! `legacy_source.rs` reads the old system's database (read-only), the
+//! source of an import.
 //!
 //! [`Store`] is all of them. [`PgStore`] (PostgreSQL, for replicas) and
 //! [`SqliteStore`] (embedded, zero setup) implement it. Amounts are `BIGINT`
@@ -33,8 +37,10 @@ mod common;
 mod customers;
 mod finish;
 pub mod group_commit;
+mod imports;
 mod keys;
 mod ledger;
+pub mod legacy_source;
 mod model;
 mod operators;
 mod ops;
@@ -52,6 +58,10 @@ mod upgrade_tests;
 pub use audit::AuditStore;
 pub use customers::CustomerStore;
 pub use group_commit::{AcceptQueue, FinishQueue};
+pub use imports::{
+    CustomerImport, CustomerImportState, ImportStore, ImportWritten, ImportedCustomer, LegacyHistory, LegacyHistoryRow,
+    LegacyTopupRow, LegacyTotals,
+};
 pub use keys::KeyStore;
 pub use ledger::LedgerStore;
 pub use model::*;
@@ -153,6 +163,7 @@ pub trait Store:
     + OperatorStore
     + OpsStore
     + ProcessStore
+    + ImportStore
     + ReconcileStore
     + Send
     + Sync
@@ -172,6 +183,7 @@ impl<T> Store for T where
         + OperatorStore
         + OpsStore
         + ProcessStore
+        + ImportStore
         + ReconcileStore
         + Send
         + Sync

@@ -148,6 +148,13 @@ crate::queue::impl_queue!(PgStore, sqlx::PgConnection, skip_locked = "FOR UPDATE
 crate::finish::impl_finish!(PgStore, sqlx::PgConnection);
 crate::settle::impl_settle!(PgStore, sqlx::PgConnection);
 crate::audit::impl_audit!(PgStore);
+crate::imports::impl_import_reads!(PgStore);
+crate::imports::impl_imports!(
+    PgStore,
+    Postgres,
+    sqlx::PgConnection,
+    bump_numbers = "SELECT setval('topups_number_seq', GREATEST((SELECT COALESCE(MAX(number), 1) FROM topups), (SELECT last_value FROM topups_number_seq)))"
+);
 crate::processes::impl_processes!(
     PgStore,
     dead = "SELECT id FROM processes

@@ -1,5 +1,8 @@
 //! Settling a top-up: SUCCESS captures its hold, FAILED releases it, each
-//! with its ledger entry and state event in the caller's transaction. Used
+//! with its ledger entry and state event in the caller's transaction. A
+//! top-up imported from the old system (an old PENDING row, UNKNOWN with
+//! nothing held) is the exception: FAILED moves no money and SUCCESS debits
+//! its price with a `debit` entry naming it. Used
 //! by the worker's definite answers ([`crate::queue`]) and by the resolution
 //! of an UNKNOWN (status query, reconciliation or an operator), which is
 //! audited.
@@ -44,6 +47,17 @@ pub(crate) struct Settlement<'a> {
     pub now: i64,
 }
 
+/// The ledger entry that settles `current` (kind, amount), if any.
+pub(crate) fn ledger_entry(outcome: FinalOutcome, current: &Topup) -> Option<(recarga_domain::LedgerKind, i64)> {
+    use recarga_domain::LedgerKind;
+    match (outcome, current.is_imported()) {
+        (FinalOutcome::Success, false) => Some((LedgerKind::Capture, 0)),
+        (FinalOutcome::Failed, false) => Some((LedgerKind::Release, current.held.0)),
+        (FinalOutcome::Success, true) => Some((LedgerKind::Debit, -current.legacy_price.unwrap_or(0))),
+        (FinalOutcome::Failed, true) => None,
+    }
+}
+
 macro_rules! impl_settle {
     ($store:ty, $conn:ty) => {
         impl $store {
@@ -53,7 +67,7 @@ macro_rules! impl_settle {
                 current: &$crate::Topup,
                 s: $crate::settle::Settlement<'_>,
             ) -> $crate::Result<$crate::Topup> {
-                use recarga_domain::{FinalOutcome, LedgerKind, TopupStatus};
+                use recarga_domain::{FinalOutcome, TopupStatus};
                 let to = match s.outcome {
                     FinalOutcome::Success => TopupStatus::Success,
                     FinalOutcome::Failed => TopupStatus::Failed,
@@ -89,20 +103,22 @@ macro_rules! impl_settle {
                 // same order as every other money change of this customer. A
                 // release only gives back what was held: it can never push the
                 // balance past the credit limit.
-                let (kind, amount) = match s.outcome {
-                    FinalOutcome::Success => (LedgerKind::Capture, 0),
-                    FinalOutcome::Failed => (LedgerKind::Release, current.held.0),
-                };
-                let entry = $crate::common::BalanceMove {
-                    customer_id: &current.customer_id,
-                    topup_id: Some(&current.id),
-                    kind,
-                    amount,
-                    actor: s.actor,
-                    reason: s.reason,
-                    now: s.now,
-                };
-                Self::move_balance(conn, entry).await?;
+                //
+                // A top-up imported from the old system held nothing: FAILED
+                // moves no money, SUCCESS debits its price (the old system
+                // never did) with its own entry, within the credit limit.
+                if let Some((kind, amount)) = $crate::settle::ledger_entry(s.outcome, current) {
+                    let entry = $crate::common::BalanceMove {
+                        customer_id: &current.customer_id,
+                        topup_id: Some(&current.id),
+                        kind,
+                        amount,
+                        actor: s.actor,
+                        reason: Some(s.reason.unwrap_or("imported top-up delivered")),
+                        now: s.now,
+                    };
+                    Self::move_balance(conn, entry).await?;
+                }
                 let event = $crate::common::EventRecord {
                     topup_id: &current.id,
                     from: Some(current.status),

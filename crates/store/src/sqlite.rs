@@ -120,6 +120,8 @@ crate::queue::impl_queue!(SqliteStore, sqlx::SqliteConnection, skip_locked = "")
 crate::finish::impl_finish!(SqliteStore, sqlx::SqliteConnection);
 crate::settle::impl_settle!(SqliteStore, sqlx::SqliteConnection);
 crate::audit::impl_audit!(SqliteStore);
+crate::imports::impl_import_reads!(SqliteStore);
+crate::imports::impl_imports!(SqliteStore, Sqlite, sqlx::SqliteConnection, bump_numbers = "SELECT 1");
 crate::processes::impl_processes!(
     SqliteStore,
     dead = "SELECT DISTINCT lease_process FROM topups

@@ -89,10 +89,15 @@ macro_rules! impl_topups {
                 if let Some(r) = &filter.reference {
                     q.push(" AND reference = ").push_bind(r.clone());
                 }
+                // Newest first by creation time, the id breaking ties: ids
+                // imported from the old system (`RLR` + digits) do not sort
+                // with ours (`RLR` + hex) by text.
                 if let Some(b) = &filter.before_id {
-                    q.push(" AND id < ").push_bind(b.clone());
+                    q.push(" AND (created_at, id) < (SELECT created_at, id FROM topups WHERE id = ")
+                        .push_bind(b.clone())
+                        .push(")");
                 }
-                q.push(" ORDER BY id DESC LIMIT ")
+                q.push(" ORDER BY created_at DESC, id DESC LIMIT ")
                     .push_bind(filter.limit.clamp(1, 1000));
                 Ok(q.build_query_as::<$crate::Topup>().fetch_all(self.read()).await?)
             }

@@ -15,6 +15,9 @@
 //! | [`Sim`] | `recarga latcom-sim`, its journal and settings |
 //! | [`Gateway`] | `recarga serve`, ready when `/health` answers 200 |
 //! | [`free_port`] | a loopback port free at the time of asking |
+//! | [`legacy`] | a database in the old system's schema, with its traps |
+
+pub mod legacy;
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;

@@ -13,15 +13,18 @@
 //! | `topups.rs` | `topup unresolved / show / resolve` |
 //! | `admin.rs` | `admin create / list` (operator accounts) |
 //! | `reconcile.rs` | `reconcile import / list / show / apply / formats` (statements) |
+//! | `import.rs` | `import legacy`, `export legacy` (moving from the old system, and back) |
 
 mod admin;
 mod customers;
+mod import;
 mod keys;
 mod reconcile;
 mod topups;
 
 pub use admin::AdminCmd;
 pub use customers::{CustomerCmd, customer_json};
+pub use import::{ExportCmd, ImportCmd, table as import_table};
 pub use keys::{KeyCmd, duration_s, key_json};
 pub use reconcile::ReconcileCmd;
 pub use topups::TopupCmd;
@@ -75,9 +78,18 @@ pub enum Command {
     /// Statements against our top-ups: import, show, apply proposals.
     #[command(subcommand)]
     Reconcile(ReconcileCmd),
+    /// Bring an installation of the old system over (see MIGRATING.md).
+    #[command(subcommand)]
+    Import(ImportCmd),
+    /// Write Recarga's state in the old system's terms (a rollback; see MIGRATING.md).
+    #[command(subcommand)]
+    Export(ExportCmd),
     /// Print `.env.example`: every setting, generated from this definition.
     #[command(hide = true)]
     EnvExample,
+    /// GET the local gateway's `/health`; exit 0 on 200 (the container's HEALTHCHECK).
+    #[command(hide = true)]
+    Probe(crate::probe::ProbeArgs),
 }
 
 /// `.env.example`, generated from the command-line definition so it cannot
@@ -175,8 +187,12 @@ pub async fn run_operator(store: &dyn Store, command: Command) -> anyhow::Result
         Command::Key(cmd) => keys::run(store, cmd).await?,
         Command::Topup(cmd) => topups::run(store, cmd).await?,
         Command::Reconcile(cmd) => reconcile::run(store, cmd).await?,
+        Command::Import(cmd) => return import::run(store, cmd).await,
+        Command::Export(cmd) => return import::export(store, cmd).await,
         Command::EnvExample => Value::String(env_example()),
-        Command::Serve(_) | Command::Worker(_) | Command::LatcomSim(_) => anyhow::bail!("not an operator command"),
+        Command::Serve(_) | Command::Worker(_) | Command::LatcomSim(_) | Command::Probe(_) => {
+            anyhow::bail!("not an operator command")
+        }
     };
     Ok((out, 0))
 }

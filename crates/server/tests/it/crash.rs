@@ -354,21 +354,52 @@ async fn crash_at_site(w: &mut World) -> Gateway {
                     before,
                     "{tag}: an aborted accept moved money"
                 );
-            } else {
-                let id = stored
-                    .clone()
-                    .unwrap_or_else(|| panic!("{tag}: the committed accept is gone"));
-                w.expect.push((id, TopupStatus::Success, "committed before the crash"));
+            }
+            // The commit's notification can wake the armed process's own
+            // worker, which may claim the top-up before the accepting thread
+            // reaches its abort: then it is the dead process's claim.
+            let mut claimed_by_dead = None;
+            if let Some(id) = &stored {
+                let t = w.store().get_topup(id).await.expect("read").expect("exists");
+                if t.status == TopupStatus::Pending {
+                    w.expect
+                        .push((id.clone(), TopupStatus::Success, "committed before the crash"));
+                } else {
+                    claimed_by_dead = Some(id.clone());
+                }
+            } else if w.site == "accept.after_commit" {
+                panic!("{tag}: the committed accept is gone");
             }
             let clean = w.start_clean("clean").await;
             // The client retries the request it never heard back about.
             let retry = w.topup(&clean, "r-accept", PHONE_OK, Some(10)).await;
             assert!(retry.status.is_some(), "{tag}: the retry got no answer");
             let retried = retry.id.clone().expect("id");
-            if let Some(id) = stored {
-                assert_eq!(retried, id, "{tag}: the retry made another top-up");
+            if let Some(id) = &stored {
+                assert_eq!(&retried, id, "{tag}: the retry made another top-up");
             } else {
                 w.expect.push((retried, TopupStatus::Success, "accepted by the retry"));
+            }
+            if let Some(id) = claimed_by_dead {
+                // Rescued to UNKNOWN at once (its process is dead) and never
+                // resent: the status query settles it SUCCESS if the send
+                // reached the provider, else it waits for an operator.
+                let deadline = Instant::now() + SETTLE_WITHIN;
+                while w.store().get_topup(&id).await.expect("read").expect("exists").status == TopupStatus::Processing {
+                    assert!(
+                        Instant::now() < deadline,
+                        "{tag}: the dead process's claim of {id} was never rescued"
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                let want = if w.journal_calls(&id).await > 0 {
+                    TopupStatus::Success
+                } else {
+                    TopupStatus::Unknown
+                };
+                w.expect
+                    .push((id.clone(), want, "claimed by the dead process's worker"));
+                w.via_unknown.push(id);
             }
             clean
         }

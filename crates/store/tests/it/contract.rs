@@ -155,6 +155,37 @@ async fn customers_and_adjustments() {
     }
 }
 
+/// A customer names its import run once the old system's import brought it
+/// over (`recarga import legacy`); only those count as imported.
+#[tokio::test]
+async fn imported_customers_are_counted() {
+    for engine in engines() {
+        let db = fresh(engine).await;
+        let s = db.store.as_ref();
+        customer(s, "NEW_001", 0).await;
+        customer(s, "OLD_001", 0).await;
+        customer(s, "OLD_002", 0).await;
+        assert_eq!(s.count_imported_customers().await.unwrap(), 0, "{engine:?}");
+        let mark = [
+            "INSERT INTO import_runs (id, source, started_at) VALUES ('run-1', 'postgres://old', 1)",
+            "UPDATE customers SET import_run = 'run-1' WHERE id IN ('OLD_001', 'OLD_002')",
+        ];
+        for sql in mark {
+            match engine {
+                Engine::Sqlite => {
+                    let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
+                    sqlx::query(sql).execute(&pool).await.unwrap();
+                }
+                Engine::Postgres => {
+                    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+                    sqlx::query(sql).execute(&pool).await.unwrap();
+                }
+            }
+        }
+        assert_eq!(s.count_imported_customers().await.unwrap(), 2, "{engine:?}");
+    }
+}
+
 #[tokio::test]
 async fn api_keys_are_found_by_prefix_and_revocable() {
     for engine in engines() {

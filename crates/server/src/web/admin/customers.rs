@@ -155,12 +155,27 @@ impl LedgerRow {
     }
 }
 
+/// A row of the old system's books (read-only history beside the ledger).
+struct OldBookRow {
+    kind: String,
+    source_id: String,
+    amount: String,
+    at: String,
+    detail: String,
+}
+
+/// How many rows of the old books the customer's page shows.
+const OLD_BOOK_ROWS: i64 = 100;
+
 #[derive(Template)]
 #[template(path = "admin_customer.html")]
 struct CustomerPage {
     chrome: Chrome,
     c: CustomerView,
     keys: Vec<KeyRow>,
+    /// The import run that brought this customer from the old system.
+    import_run: String,
+    old_books: Vec<OldBookRow>,
     ledger: Vec<LedgerRow>,
     ledger_next: Option<i64>,
     audit: Vec<AuditRow>,
@@ -278,6 +293,22 @@ pub(super) async fn customer_view(
         None
     };
     let ledger = entries.iter().map(|e| LedgerRow::from(e, cur)).collect();
+    let old_books = match c.import_run {
+        Some(_) => app
+            .store
+            .legacy_history(id, OLD_BOOK_ROWS)
+            .await?
+            .into_iter()
+            .map(|h| OldBookRow {
+                kind: h.kind,
+                source_id: h.source_id,
+                amount: h.amount.unwrap_or_default(),
+                at: h.created_at.map(when).unwrap_or_default(),
+                detail: h.detail,
+            })
+            .collect(),
+        None => Vec::new(),
+    };
     let audit = app
         .store
         .audit_entries(Some(id), None, 50)
@@ -297,6 +328,8 @@ pub(super) async fn customer_view(
         chrome: Chrome::new(op, app, "customers"),
         c: CustomerView::new(&c, used),
         keys,
+        import_run: c.import_run.clone().unwrap_or_default(),
+        old_books,
         ledger,
         ledger_next,
         audit,

@@ -168,6 +168,9 @@ pub struct Books {
 /// - no `dist_transid` (attempt id) reached the simulator twice, a top-up
 ///   was only sent again after its earlier sends delivered nothing, no
 ///   phone was recharged twice, every journal entry is one of our top-ups;
+/// - history imported from the old system was never sent, holds nothing,
+///   and has a ledger entry only once an old PENDING row was resolved
+///   SUCCESS here (the debit of its price);
 /// - SUCCESS was delivered; a delivered top-up was never refunded (except the
 ///   documented `989` case); a FAILED top-up has a definite failure on record
 ///   (a `Fail` answer, a request that provably never left, a status query
@@ -206,6 +209,11 @@ pub async fn check_books(store: &dyn Store, customers: &[String], journal: &Valu
         }
         for t in all_topups(store, customer).await {
             *books.by_status.entry(t.status.to_string()).or_default() += 1;
+            if t.is_imported() {
+                check_imported(store, &t, &net, &entries, &listed, v).await;
+                books.topups.insert(t.id.clone(), t);
+                continue;
+            }
             let want = match t.status {
                 TopupStatus::Failed => 0,
                 _ => -t.held.minor(),
@@ -298,6 +306,47 @@ pub async fn check_books(store: &dyn Store, customers: &[String], journal: &Valu
         }
     }
     books
+}
+
+/// History imported from the old system: never sent by us and nothing held;
+/// only an old PENDING row resolved SUCCESS here has a ledger entry (the
+/// debit of its price). UNKNOWN ones are listed for an operator.
+async fn check_imported(
+    store: &dyn Store,
+    t: &Topup,
+    net: &BTreeMap<String, i64>,
+    journal: &serde_json::Map<String, Value>,
+    listed: &BTreeSet<String>,
+    v: &mut Vec<String>,
+) {
+    let resolved_here = t.status == TopupStatus::Success
+        && store
+            .events(&t.id)
+            .await
+            .expect("events")
+            .iter()
+            .any(|e| e.from_status.as_deref() == Some("UNKNOWN"));
+    let want = if resolved_here { -t.legacy_price.unwrap_or(0) } else { 0 };
+    let got = net.get(&t.id).copied().unwrap_or(0);
+    if got != want || t.held.minor() != 0 {
+        v.push(format!(
+            "{}: imported {} (held {}) but its ledger nets {} (want {})",
+            t.id,
+            t.status,
+            t.held,
+            Money::from_minor(got),
+            Money::from_minor(want)
+        ));
+    }
+    if journal.keys().any(|a| recarga_domain::topup_of_attempt(a) == t.id) {
+        v.push(format!("{}: imported history was sent upstream", t.id));
+    }
+    if (t.status == TopupStatus::Unknown) != listed.contains(&t.id) {
+        v.push(format!(
+            "{}: imported {} but the unresolved list disagrees",
+            t.id, t.status
+        ));
+    }
 }
 
 // ---------------------------------------------------------------------------
