@@ -100,8 +100,9 @@ async fn evidence(store: &dyn Store, row: &ReconcileRow) -> Result<Evidence> {
     Ok(Evidence {
         cells,
         exchanges: serde_json::to_value(&exchanges).map_err(internal)?,
-        // A hold is negative; a SUCCESS keeps it, a release gives it back.
-        charged: -sum(LedgerKind::Hold) - sum(LedgerKind::Release),
+        // A hold is negative; a SUCCESS keeps it, a release gives it back;
+        // an imported top-up resolved SUCCESS is debited its old price.
+        charged: -sum(LedgerKind::Hold) - sum(LedgerKind::Release) - sum(LedgerKind::Debit),
         released: sum(LedgerKind::Release),
     })
 }

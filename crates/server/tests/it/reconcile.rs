@@ -133,7 +133,28 @@ async fn story(t: &TestApp, ctx: &str) {
     let balance_before = t.balance("REC_1").await;
     // A top-up imported from the old system: its `dist_transid` was the
     // customer's reference, and nothing else of it is known.
-    let legacy = legacy_topup(t, "RLR1742324000123", "HAZ-778", "5512340008", 5_000, ok.created_at).await;
+    let legacy = legacy_topup(
+        t,
+        "RLR1742324000123",
+        "HAZ-778",
+        "5512340008",
+        5_000,
+        ok.created_at,
+        "SUCCESS",
+    )
+    .await;
+    // An old PENDING row, imported UNKNOWN with nothing held: its carrier id
+    // in the statement settles it, and SUCCESS debits what the old system charged.
+    let legacy_unknown = legacy_topup(
+        t,
+        "RLR1742324000456",
+        "RLR1742324000456",
+        "5512340009",
+        3_000,
+        ok.created_at,
+        "UNKNOWN",
+    )
+    .await;
 
     // The simulator's ground truth, exported as Latcom's report.
     let journal = t.sandbox.journal();
@@ -254,6 +275,16 @@ async fn story(t: &TestApp, ctx: &str) {
         ),
         // The imported one, by the reference the old system sent as our id.
         row(11, &when(&ok, et), "LT77", "", "haz-778", "5512340008", "50", "Success"),
+        row(
+            12,
+            &when(&ok, et),
+            "LT78",
+            "114368000456",
+            "RLR1742324000456",
+            "5512340009",
+            "30",
+            "Success",
+        ),
     ];
     let awkward = [
         row(11, &when(&ok, et), "LT1", "", "", "5512340001.0", "20", "Success"),
@@ -295,7 +326,7 @@ async fn story(t: &TestApp, ctx: &str) {
         ("delivered_but_failed", 1),
         ("success_not_in_statement", 1),
         ("unknown_to_us", 2),
-        ("unknown_with_evidence", 2),
+        ("unknown_with_evidence", 3),
     ];
     for (class, n) in want {
         assert_eq!(classes[class], n, "{ctx}: {class}: {run:#}");
@@ -309,8 +340,8 @@ async fn story(t: &TestApp, ctx: &str) {
         .collect();
     assert_eq!(
         rejected_lines,
-        vec![14, 15, 16],
-        "{ctx}: the blank line 12 is no row: {run:#}"
+        vec![15, 16, 17],
+        "{ctx}: the blank line 14 is no row: {run:#}"
     );
     assert!(
         run["rejects"][0]["reason"].as_str().expect("reason").contains(".0"),
@@ -341,7 +372,8 @@ async fn story(t: &TestApp, ctx: &str) {
         + differs.amount_sent.0
         + 1_000
         + 15_000
-        + 5_000;
+        + 5_000
+        + 3_000;
     assert_eq!(run["statement_total"], Money(line_sum).to_decimal_string(), "{ctx}");
     let tied: i64 = run["totals"]
         .as_object()
@@ -363,7 +395,7 @@ async fn story(t: &TestApp, ctx: &str) {
     );
     assert_eq!(
         mxn("unknown_with_evidence"),
-        faces(&[&unknown_delivered, &unknown_lost]),
+        faces(&[&unknown_delivered, &unknown_lost, &legacy_unknown]),
         "{ctx}"
     );
     assert_eq!(mxn("success_not_in_statement"), faces(&[&absent]), "{ctx}");
@@ -397,7 +429,11 @@ async fn story(t: &TestApp, ctx: &str) {
     assert_eq!(rule_of(&by_carrier.id), vec!["matched/carrier_id"], "{ctx}");
     assert_eq!(rule_of(&by_phone.id), vec!["matched/phone_amount_window"], "{ctx}");
     assert_eq!(rule_of(&by_ours.id), vec!["matched/our_id"], "{ctx}");
-    assert_eq!(rule_of(&legacy.id), vec!["matched/our_id"], "{ctx}: an imported top-up matches like any other");
+    assert_eq!(
+        rule_of(&legacy.id),
+        vec!["matched/our_id"],
+        "{ctx}: an imported top-up matches like any other"
+    );
     assert_eq!(rule_of(&failed.id), vec!["delivered_but_failed/upstream_id"], "{ctx}");
     assert_eq!(rule_of(&absent.id), vec!["success_not_in_statement/-"], "{ctx}");
     let proposals: HashMap<String, String> = shown["proposals"]
@@ -411,7 +447,8 @@ async fn story(t: &TestApp, ctx: &str) {
             )
         })
         .collect();
-    assert_eq!(proposals.len(), 2, "{ctx}: {proposals:?}");
+    assert_eq!(proposals.len(), 3, "{ctx}: {proposals:?}");
+    assert_eq!(proposals[&legacy_unknown.id], "success", "{ctx}");
     assert_eq!(proposals[&unknown_delivered.id], "success", "{ctx}");
     assert_eq!(proposals[&unknown_lost.id], "failed", "{ctx}");
     // Nothing is applied without an operator.
@@ -501,10 +538,21 @@ async fn story(t: &TestApp, ctx: &str) {
 
     let released = t.store().get_topup(&unknown_lost.id).await.expect("read").expect("row");
     assert_eq!(released.status, TopupStatus::Failed, "{ctx}");
+    let imported = t
+        .store()
+        .get_topup(&legacy_unknown.id)
+        .await
+        .expect("read")
+        .expect("row");
+    assert_eq!(imported.status, TopupStatus::Success, "{ctx}");
+    assert_eq!(imported.upstream_ven_transid.as_deref(), Some("114368000456"), "{ctx}");
     assert_eq!(
         t.balance("REC_1").await,
-        balance_before.checked_add(unknown_lost.held).expect("sum"),
-        "{ctx}: only the lost one's hold came back"
+        balance_before
+            .checked_add(unknown_lost.held)
+            .and_then(|b| b.checked_sub(Money(3_000)))
+            .expect("sum"),
+        "{ctx}: the lost one's hold came back; the imported one was debited its old price"
     );
     let again = cli(
         t.store(),
@@ -554,22 +602,34 @@ async fn story(t: &TestApp, ctx: &str) {
 
 /// Writes a top-up as `recarga import legacy` does (origin `legacy`,
 /// nothing held, read-only history), SUCCESS in the old system.
-async fn legacy_topup(t: &TestApp, id: &str, reference: &str, phone: &str, face: i64, at: i64) -> Topup {
+async fn legacy_topup(t: &TestApp, id: &str, reference: &str, phone: &str, face: i64, at: i64, status: &str) -> Topup {
     const INSERT: &str = "INSERT INTO topups (id, customer_id, reference, request_hash, phone, face_value, product_id,
             amount_sent, vat, delivered, discount_bps, currency, held, status, next_attempt_at, created_at,
             updated_at, completed_at, origin, legacy_price)
-         VALUES ($1, 'REC_1', $2, 'legacy', $3, $4, 'TFE_MXN_20_TO_2000', $4, 0, $4, 0, 'MXN', 0, 'SUCCESS', $5, $5,
+         VALUES ($1, 'REC_1', $2, 'legacy', $3, $4, 'TFE_MXN_20_TO_2000', $4, 0, $4, 0, 'MXN', 0, $6, $5, $5,
                  $5, $5, 'legacy', $4)";
     match t.engine {
         recarga_store::testing::Engine::Postgres => {
             let pool = sqlx::PgPool::connect(&t.db.url).await.expect("connect");
-            let q = sqlx::query(INSERT).bind(id).bind(reference).bind(phone).bind(face).bind(at);
+            let q = sqlx::query(INSERT)
+                .bind(id)
+                .bind(reference)
+                .bind(phone)
+                .bind(face)
+                .bind(at)
+                .bind(status);
             q.execute(&pool).await.expect("insert legacy");
             pool.close().await;
         }
         recarga_store::testing::Engine::Sqlite => {
             let pool = sqlx::SqlitePool::connect(&t.db.url).await.expect("connect");
-            let q = sqlx::query(INSERT).bind(id).bind(reference).bind(phone).bind(face).bind(at);
+            let q = sqlx::query(INSERT)
+                .bind(id)
+                .bind(reference)
+                .bind(phone)
+                .bind(face)
+                .bind(at)
+                .bind(status);
             q.execute(&pool).await.expect("insert legacy");
             pool.close().await;
         }
@@ -585,9 +645,9 @@ async fn dispute_pack(t: &TestApp, ctx: &str, dir: &Path, run_id: &str, run: &Va
         .await
         .expect("pack");
     let s = &packed["summary"];
-    assert_eq!(s["claimed"]["lines"], 11, "{ctx}: {s:#}");
+    assert_eq!(s["claimed"]["lines"], 12, "{ctx}: {s:#}");
     assert_eq!(s["agreed"]["lines"], 6, "{ctx}");
-    assert_eq!(s["disputed"]["lines"], 5, "{ctx}");
+    assert_eq!(s["disputed"]["lines"], 6, "{ctx}");
     assert_eq!(s["claimed"]["amount"], run["statement_total"], "{ctx}");
     let amount = |v: &Value| Money::parse_decimal(v.as_str().expect("amount")).expect("money").0;
     assert_eq!(
@@ -611,7 +671,7 @@ async fn dispute_pack(t: &TestApp, ctx: &str, dir: &Path, run_id: &str, run: &Va
         text
     };
     let disputed = read("disputed.csv");
-    assert_eq!(disputed.lines().count(), 6, "{ctx}: header + 5 lines: {disputed}");
+    assert_eq!(disputed.lines().count(), 7, "{ctx}: header + 6 lines: {disputed}");
     let header = disputed.lines().next().unwrap_or_default();
     assert!(
         header.starts_with("PRODUCT_TYPE,id,DATETIME") && header.contains("recarga_ledger"),
@@ -635,7 +695,7 @@ async fn dispute_pack(t: &TestApp, ctx: &str, dir: &Path, run_id: &str, run: &Va
     .expect("re-import");
     assert_eq!(
         (reread["lines"].as_u64(), reread["rejected"].as_u64()),
-        (Some(5), Some(0)),
+        (Some(6), Some(0)),
         "{ctx}: {reread:#}"
     );
     assert_eq!(reread["statement_total"], s["disputed"]["amount"], "{ctx}");
@@ -822,5 +882,5 @@ async fn panel(t: &TestApp, ctx: &str, run_id: &str, statement: &str) {
     let zip = admin.get(&format!("/admin/reconciliations/{run_id}/pack.zip")).await;
     assert_eq!(zip.status, 200, "{ctx}: the panel's dispute pack");
     let after = admin.get(&format!("/admin/reconciliations/{run_id}")).await;
-    assert_eq!(after.text.matches("applied by").count(), 2, "{ctx}");
+    assert_eq!(after.text.matches("applied by").count(), 3, "{ctx}");
 }
