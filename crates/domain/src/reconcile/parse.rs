@@ -313,13 +313,16 @@ impl RowContext<'_> {
     }
 }
 
+/// A record of a file and the line it starts on.
+pub type LineRecord = (u64, Vec<String>);
+
 /// The header and the records at these physical lines of a file, numbered
 /// as [`parse_statement`] numbers them: a dispute pack quotes the
 /// statement's own rows, so its CSV reads again with the same format.
 pub fn records_at_lines(
     bytes: &[u8],
     wanted: &std::collections::HashSet<u64>,
-) -> Result<(Vec<String>, Vec<(u64, Vec<String>)>), FormatError> {
+) -> Result<(Vec<String>, Vec<LineRecord>), FormatError> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
