@@ -15,6 +15,7 @@
 //! | [`export`] | `export legacy`: balances and new top-ups in the old schema, for a rollback |
 //! | [`operators`] | operator accounts and passwords |
 //! | [`reconcile`] | statements: import, match, classify; proposals applied by an operator |
+//! | [`statements`] | a customer's statement: opening + movements = closing |
 //! | [`dispute`] | a run's dispute pack (zip): totals that tie out, disputed lines with our evidence |
 //! | [`hub`] | in-process signals: new work, a top-up changed, live-page events |
 //! | [`context`] | [`Services`]: what they all run with |
@@ -38,6 +39,7 @@ pub mod operators;
 pub mod reconcile;
 pub mod resolve;
 pub mod settle;
+pub mod statements;
 
 pub use context::{Services, Settings};
 pub use error::{Result, ServiceError};

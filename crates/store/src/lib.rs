@@ -22,6 +22,7 @@
 //! | `operators.rs` | [`OperatorStore`] | the pages' state: operators, sessions, login throttling, audit rows |
 //! | `ops.rs` | [`OpsStore`] | the pages' read models |
 //! | `reconcile.rs` | [`ReconcileStore`] | statements, reconciliation runs, their rows and proposals |
+//! | `statements.rs` | [`StatementStore`] | a customer's statement: opening balance and ledger entries of a period |
 //!
 //! `legacy_source.rs` reads the old system's database (read-only), the
 //! source of an import.
@@ -50,6 +51,7 @@ mod queue;
 mod reconcile;
 mod settle;
 mod sqlite;
+mod statements;
 pub mod testing;
 mod topups;
 #[cfg(test)]
@@ -73,6 +75,7 @@ pub use queue::QueueStore;
 pub use reconcile::{NewRun, NewStatement, ReconcileProposal, ReconcileRow, ReconcileStore, RunRecord};
 pub use settle::{EXPIRED_NOT_SENT, SettleStore};
 pub use sqlite::SqliteStore;
+pub use statements::{StatementEntry, StatementStore};
 pub use topups::TopupStore;
 
 use async_trait::async_trait;
@@ -165,6 +168,7 @@ pub trait Store:
     + ProcessStore
     + ImportStore
     + ReconcileStore
+    + StatementStore
     + Send
     + Sync
     + 'static
@@ -185,6 +189,7 @@ impl<T> Store for T where
         + ProcessStore
         + ImportStore
         + ReconcileStore
+        + StatementStore
         + Send
         + Sync
         + 'static

@@ -10,6 +10,7 @@ pub mod openapi;
 pub mod reconcile;
 pub mod schema;
 pub mod shapes;
+pub mod statements;
 pub mod v1;
 
 use crate::state::App;
@@ -36,6 +37,7 @@ pub fn router(app: App) -> Router {
         .route("/health", get(health))
         .route("/api/queue/stats", get(queue_stats))
         .route("/api/admin/topups/{id}", get(admin_topup))
+        .route("/v1/statements", get(statements::statement))
         .route("/api/admin/reconciliations", get(reconcile::admin_reconciliations))
         .route("/api/admin/reconciliations/{id}", get(reconcile::admin_reconciliation))
         .route("/metrics", get(metrics_text))

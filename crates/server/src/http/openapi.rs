@@ -87,6 +87,7 @@ pub const OPERATION_ERRORS: &[(&str, &[&[&str]])] = &[
     ("getTopup", &[AUTH, &["not_found"]]),
     ("getBalance", &[AUTH]),
     ("listProducts", &[AUTH]),
+    ("getStatement", &[AUTH, &["invalid_query"]]),
     // The compatibility routes answer errors in the old shape (`CompatError`),
     // declared on each operation; see `LEGACY_SHAPED`.
     ("compatTopup", &[]),
@@ -155,6 +156,7 @@ Every error answers with the same body (`Error`): a stable machine-matchable `co
         v1::get_topup,
         v1::balance,
         v1::products,
+        super::statements::statement,
         compat::topup_sync,
         compat::topup_async,
         compat::balance,

@@ -443,6 +443,23 @@ async fn serves_the_document_and_every_operation_answers_as_documented() {
         ),
         (
             Method::GET,
+            format!(
+                "/v1/statements?from={today}&to={today}",
+                today = chrono::Utc::now().date_naive()
+            ),
+            auth.clone(),
+            None,
+            200,
+        ),
+        (
+            Method::GET,
+            "/v1/statements?from=yesterday&to=today".into(),
+            auth.clone(),
+            None,
+            422,
+        ),
+        (
+            Method::GET,
             "/api/admin/reconciliations".into(),
             vec![("x-admin-key", admin.clone())],
             None,

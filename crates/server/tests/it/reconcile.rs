@@ -597,6 +597,7 @@ async fn story(t: &TestApp, ctx: &str) {
     assert_eq!(audit["clean"], true, "{ctx}");
 
     dispute_pack(t, ctx, &dir, &run_id, &run).await;
+    statement(t, ctx, &key).await;
     carrier_claim(t, ctx, &dir, &ok, &absent).await;
 }
 
@@ -883,4 +884,60 @@ async fn panel(t: &TestApp, ctx: &str, run_id: &str, statement: &str) {
     assert_eq!(zip.status, 200, "{ctx}: the panel's dispute pack");
     let after = admin.get(&format!("/admin/reconciliations/{run_id}")).await;
     assert_eq!(after.text.matches("applied by").count(), 3, "{ctx}");
+}
+
+/// The customer's statement of today: opening + movements = closing, the
+/// closing balance is the balance, and every ledger entry is a movement.
+async fn statement(t: &TestApp, ctx: &str, key: &str) {
+    let today = recarga_domain::reconcile::business_day(recarga_store::now_ms() + 6 * 3_600_000);
+    let (status, s) = t.get(key, &format!("/v1/statements?from={today}&to={today}")).await;
+    assert_eq!(status, 200, "{ctx}: {s}");
+    assert_eq!(s["ties_out"], true, "{ctx}: {s:#}");
+    assert_eq!(s["opening_balance"], "0.00", "{ctx}: the customer was created today");
+    assert_eq!(
+        s["closing_balance"],
+        t.balance("REC_1").await.to_decimal_string(),
+        "{ctx}"
+    );
+    let movements = s["movements"].as_array().expect("movements");
+    let sum: i64 = movements
+        .iter()
+        .map(|m| {
+            Money::parse_decimal(m["amount"].as_str().expect("amount"))
+                .expect("money")
+                .0
+        })
+        .sum();
+    assert_eq!(Money(sum).to_decimal_string(), s["closing_balance"], "{ctx}");
+    assert_eq!(movements[0]["kind"], "credit", "{ctx}: the opening credit");
+    assert!(
+        movements
+            .iter()
+            .any(|m| m["kind"] == "debit" && m["topup_id"] == "RLR1742324000456"),
+        "{ctx}"
+    );
+    let csv = t
+        .http
+        .get(format!("{}/v1/statements?from={today}&to={today}&format=csv", t.base))
+        .bearer_auth(key)
+        .send()
+        .await
+        .expect("csv");
+    assert_eq!(csv.status(), 200, "{ctx}");
+    let text = csv.text().await.expect("text");
+    assert_eq!(text.lines().count(), movements.len() + 1, "{ctx}: {text}");
+    let yesterday = today.pred_opt().expect("a day before");
+    let (_, before) = t
+        .get(key, &format!("/v1/statements?from={yesterday}&to={yesterday}"))
+        .await;
+    assert_eq!(
+        (
+            before["opening_balance"].as_str(),
+            before["movements"].as_array().map(Vec::len)
+        ),
+        (Some("0.00"), Some(0)),
+        "{ctx}"
+    );
+    let (status, _) = t.get(key, "/v1/statements?from=2020-01-01&to=2026-01-01").await;
+    assert_eq!(status, 422, "{ctx}: at most 366 days");
 }
