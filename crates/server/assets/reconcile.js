@@ -14,6 +14,8 @@
     var q = "source=" + encodeURIComponent(form.elements.source.value) +
       "&kind=" + encodeURIComponent(form.elements.kind.value) +
       "&window_min=" + encodeURIComponent(form.elements.window_min.value) +
+      "&from=" + encodeURIComponent(form.elements.from.value) +
+      "&to=" + encodeURIComponent(form.elements.to.value) +
       "&file=" + encodeURIComponent(file.name);
     var xhr = new XMLHttpRequest();
     xhr.open("POST", "/admin/reconciliations/upload?" + q);

@@ -813,6 +813,17 @@ async fn panel(t: &TestApp, ctx: &str, run_id: &str, statement: &str) {
         (Some(true), Some(run_id)),
         "{ctx}"
     );
+    let one_sided = admin
+        .request(
+            reqwest::Method::POST,
+            "/admin/reconciliations/upload?source=latcom&from=2026-01-01",
+        )
+        .header("x-csrf-token", &csrf)
+        .body("x")
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(one_sided.status(), 422, "{ctx}: a coverage has both ends");
     let bad = upload(&admin, &csrf, "nothing,useful\n1,2\n").await.expect("upload");
     assert_eq!(bad.status(), 422, "{ctx}");
     let bad: Value = bad.json().await.expect("json");

@@ -98,6 +98,11 @@ pub(super) struct UploadQuery {
     window_min: Option<i64>,
     #[serde(default)]
     file: String,
+    /// The business days the statement covers (both or neither).
+    #[serde(default)]
+    from: String,
+    #[serde(default)]
+    to: String,
 }
 
 fn json_error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -139,6 +144,21 @@ pub(super) async fn upload(
     if body.is_empty() {
         return json_error(StatusCode::UNPROCESSABLE_ENTITY, "choose a statement file");
     }
+    let coverage = match (q.from.trim(), q.to.trim()) {
+        ("", "") => None,
+        (from, to) => match (
+            chrono::NaiveDate::parse_from_str(from, "%Y-%m-%d"),
+            chrono::NaiveDate::parse_from_str(to, "%Y-%m-%d"),
+        ) {
+            (Ok(from), Ok(to)) => Some(recarga_domain::reconcile::Coverage { from, to }),
+            _ => {
+                return json_error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "the coverage is two dates, from and to",
+                );
+            }
+        },
+    };
     let format = match rec::format_for(q.source.trim(), None) {
         Ok(f) => f,
         Err(e) => return service_error(e),
@@ -150,7 +170,7 @@ pub(super) async fn upload(
         bytes: body.to_vec(),
         file_name: Some(q.file.chars().take(200).collect::<String>()).filter(|f| !f.is_empty()),
         kind: StatementKind::parse(&q.kind),
-        coverage: None,
+        coverage,
         window_ms: q.window_min.unwrap_or(10).saturating_mul(60_000),
         actor: op.actor().to_string(),
     };
