@@ -12,7 +12,8 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use chrono::NaiveDate;
 use recarga_domain::Money;
-use recarga_store::StatementEntry;
+use recarga_service::statements::Statement;
+use recarga_store::{Customer, StatementEntry};
 use serde::Serialize;
 use std::collections::HashMap;
 use utoipa::ToSchema;
@@ -81,7 +82,8 @@ fn day(params: &HashMap<String, String>, key: &str) -> Result<NaiveDate, ApiErro
         .map_err(|_| ApiError::new("invalid_query", format!("{key}: a date as YYYY-MM-DD")))
 }
 
-fn csv_body(view: &StatementView) -> Result<Vec<u8>, ApiError> {
+/// The movements as CSV (cells that would start a formula guarded).
+pub fn csv_body(view: &StatementView) -> Result<Vec<u8>, ApiError> {
     let fail = |_| ApiError::internal("writing the CSV failed");
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record([
@@ -124,6 +126,26 @@ fn csv_body(view: &StatementView) -> Result<Vec<u8>, ApiError> {
     w.into_inner().map_err(|_| ApiError::internal("writing the CSV failed"))
 }
 
+/// A statement as the API and the dashboard show it.
+pub fn view(c: &Customer, from: NaiveDate, to: NaiveDate, s: &Statement) -> StatementView {
+    StatementView {
+        customer_id: c.id.clone(),
+        currency: c.currency.as_str(),
+        from: from.to_string(),
+        to: to.to_string(),
+        opening_balance: s.opening.to_decimal_string(),
+        closing_balance: s.closing.to_decimal_string(),
+        ties_out: s.ties_out,
+        movements: s.movements.iter().map(movement).collect(),
+    }
+}
+
+/// `[from, to]` (UTC days, inclusive) as `[from_ms, to_ms)`.
+pub fn period_ms(from: NaiveDate, to: NaiveDate) -> (i64, i64) {
+    let start = |d: NaiveDate| d.and_hms_opt(0, 0, 0).map_or(0, |t| t.and_utc().timestamp_millis());
+    (start(from), start(to) + 86_400_000)
+}
+
 /// The caller's statement of a period.
 #[utoipa::path(
     get,
@@ -152,8 +174,7 @@ pub async fn statement(
         Some("csv") => true,
         Some(_) => return Err(ApiError::new("invalid_query", "format: json or csv")),
     };
-    let from_ms = from.and_hms_opt(0, 0, 0).map_or(0, |t| t.and_utc().timestamp_millis());
-    let to_ms = to.and_hms_opt(0, 0, 0).map_or(0, |t| t.and_utc().timestamp_millis()) + 86_400_000;
+    let (from_ms, to_ms) = period_ms(from, to);
     let c = &caller.customer;
     let s = recarga_service::statements::statement(app.store.as_ref(), &c.id, from_ms, to_ms)
         .await
@@ -163,16 +184,7 @@ pub async fn statement(
             }
             other => ApiError::from(other),
         })?;
-    let view = StatementView {
-        customer_id: c.id.clone(),
-        currency: c.currency.as_str(),
-        from: from.to_string(),
-        to: to.to_string(),
-        opening_balance: s.opening.to_decimal_string(),
-        closing_balance: s.closing.to_decimal_string(),
-        ties_out: s.ties_out,
-        movements: s.movements.iter().map(movement).collect(),
-    };
+    let view = view(c, from, to, &s);
     if csv {
         let name = format!("attachment; filename=\"statement-{}-{from}-{to}.csv\"", c.id);
         return Ok((

@@ -1,5 +1,6 @@
 //! `/dashboard`: a customer's own page — live balance, recent top-ups (with
-//! search) updating as they complete, API usage today, CSV of their history.
+//! search) updating as they complete, API usage today, CSV of their history,
+//! and their statement of a period (`/dashboard/statement`, and as CSV).
 //!
 //! Every query is scoped by the session's customer id; another customer's
 //! top-up is a 404, exactly like an id that does not exist. Live updates are
@@ -35,6 +36,8 @@ pub fn routes() -> Router<App> {
         .route("/dashboard/events", get(events))
         .route("/dashboard/topups.csv", get(csv))
         .route("/dashboard/topups/{id}", get(topup))
+        .route("/dashboard/statement", get(statement))
+        .route("/dashboard/statement.csv", get(statement_csv))
 }
 
 /// The dashboard's search: reference, phone, status (and a keyset cursor).
@@ -346,4 +349,83 @@ async fn topup(State(app): State<App>, me: CustomerSession, Path(id): Path<Strin
         t: TopupRow::from(&t),
         events,
     })
+}
+
+/// The statement's period: UTC days, both inclusive; by default this
+/// month so far.
+#[derive(Deserialize, Default)]
+struct Period {
+    #[serde(default)]
+    from: String,
+    #[serde(default)]
+    to: String,
+}
+
+impl Period {
+    fn days(&self) -> Result<(chrono::NaiveDate, chrono::NaiveDate), WebError> {
+        use chrono::Datelike;
+        let today = chrono::Utc::now().date_naive();
+        let parse = |text: &str, default: chrono::NaiveDate| {
+            if text.trim().is_empty() {
+                return Ok(default);
+            }
+            chrono::NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d")
+                .map_err(|_| WebError::bad_input("Dates are YYYY-MM-DD."))
+        };
+        let first = today.with_day(1).unwrap_or(today);
+        Ok((parse(&self.from, first)?, parse(&self.to, today)?))
+    }
+}
+
+async fn statement_of(
+    app: &App,
+    me: &CustomerSession,
+    p: &Period,
+) -> Result<crate::http::statements::StatementView, WebError> {
+    let (from, to) = p.days()?;
+    let (from_ms, to_ms) = crate::http::statements::period_ms(from, to);
+    let customer = app
+        .store
+        .get_customer(me.customer_id())
+        .await?
+        .ok_or_else(WebError::not_found)?;
+    let s = recarga_service::statements::statement(app.store.as_ref(), &customer.id, from_ms, to_ms).await?;
+    Ok(crate::http::statements::view(&customer, from, to, &s))
+}
+
+#[derive(Template)]
+#[template(path = "dashboard_statement.html")]
+struct StatementPage {
+    customer_id: String,
+    csrf: String,
+    s: crate::http::statements::StatementView,
+}
+
+/// `/dashboard/statement?from=&to=`: opening balance, movements, closing
+/// balance, and whether they tie out.
+async fn statement(State(app): State<App>, me: CustomerSession, Query(p): Query<Period>) -> Result<Response, WebError> {
+    let s = statement_of(&app, &me, &p).await?;
+    render(&StatementPage {
+        customer_id: me.customer_id().to_string(),
+        csrf: me.csrf().to_string(),
+        s,
+    })
+}
+
+async fn statement_csv(
+    State(app): State<App>,
+    me: CustomerSession,
+    Query(p): Query<Period>,
+) -> Result<Response, WebError> {
+    let s = statement_of(&app, &me, &p).await?;
+    let body = crate::http::statements::csv_body(&s).map_err(|_| WebError::internal())?;
+    let name = format!("attachment; filename=\"statement-{}-{}.csv\"", s.from, s.to);
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (axum::http::header::CONTENT_DISPOSITION, name),
+        ],
+        body,
+    )
+        .into_response())
 }

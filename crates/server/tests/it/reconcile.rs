@@ -951,4 +951,23 @@ async fn statement(t: &TestApp, ctx: &str, key: &str) {
     );
     let (status, _) = t.get(key, "/v1/statements?from=2020-01-01&to=2026-01-01").await;
     assert_eq!(status, 422, "{ctx}: at most 366 days");
+
+    // The same on the customer's dashboard.
+    let mut customer = Browser::new(&t.base);
+    customer.dashboard_login("REC_1", key).await;
+    let page = customer
+        .get(&format!("/dashboard/statement?from={today}&to={today}"))
+        .await;
+    assert_eq!(page.status, 200, "{ctx}: {}", page.text);
+    let closing = s["closing_balance"].as_str().expect("closing");
+    assert!(
+        page.text
+            .contains(&format!("id=\"closing\" class=\"value num\">{closing}<")),
+        "{ctx}"
+    );
+    assert!(page.text.contains("yes, to the centavo"), "{ctx}");
+    let csv = customer
+        .get(&format!("/dashboard/statement.csv?from={today}&to={today}"))
+        .await;
+    assert_eq!(csv.text.lines().count(), movements.len() + 1, "{ctx}");
 }
