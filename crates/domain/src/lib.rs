@@ -22,6 +22,7 @@ pub mod money;
 pub mod msisdn;
 pub mod netlist;
 pub mod pricing;
+pub mod reconcile;
 pub mod spreadsheet;
 pub mod status;
 

@@ -14,6 +14,9 @@
 //! | [`import`] | `import legacy`: the old system's customers, keys and history, tied out to the centavo |
 //! | [`export`] | `export legacy`: balances and new top-ups in the old schema, for a rollback |
 //! | [`operators`] | operator accounts and passwords |
+//! | [`reconcile`] | statements: import, match, classify; proposals applied by an operator |
+//! | [`statements`] | a customer's statement: opening + movements = closing |
+//! | [`dispute`] | a run's dispute pack (zip): totals that tie out, disputed lines with our evidence |
 //! | [`hub`] | in-process signals: new work, a top-up changed, live-page events |
 //! | [`context`] | [`Services`]: what they all run with |
 //!
@@ -24,6 +27,7 @@
 pub mod accept;
 pub mod context;
 pub mod customers;
+pub mod dispute;
 pub mod error;
 pub mod expire;
 pub mod export;
@@ -32,8 +36,10 @@ pub mod import;
 pub mod keys;
 pub mod metrics;
 pub mod operators;
+pub mod reconcile;
 pub mod resolve;
 pub mod settle;
+pub mod statements;
 
 pub use context::{Services, Settings};
 pub use error::{Result, ServiceError};

@@ -21,6 +21,8 @@
 //! | `imports.rs` | [`ImportStore`] | customers and history imported from the old system |
 //! | `operators.rs` | [`OperatorStore`] | the pages' state: operators, sessions, login throttling, audit rows |
 //! | `ops.rs` | [`OpsStore`] | the pages' read models |
+//! | `reconcile.rs` | [`ReconcileStore`] | statements, reconciliation runs, their rows and proposals |
+//! | `statements.rs` | [`StatementStore`] | a customer's statement: opening balance and ledger entries of a period |
 //!
 //! `legacy_source.rs` reads the old system's database (read-only), the
 //! source of an import.
@@ -46,8 +48,10 @@ mod ops;
 mod pg;
 mod processes;
 mod queue;
+mod reconcile;
 mod settle;
 mod sqlite;
+mod statements;
 pub mod testing;
 mod topups;
 #[cfg(test)]
@@ -68,8 +72,10 @@ pub use ops::*;
 pub use pg::PgStore;
 pub use processes::ProcessStore;
 pub use queue::QueueStore;
+pub use reconcile::{NewRun, NewStatement, ReconcileProposal, ReconcileRow, ReconcileStore, RunRecord};
 pub use settle::{EXPIRED_NOT_SENT, SettleStore};
 pub use sqlite::SqliteStore;
+pub use statements::{StatementEntry, StatementStore};
 pub use topups::TopupStore;
 
 use async_trait::async_trait;
@@ -161,6 +167,8 @@ pub trait Store:
     + OpsStore
     + ProcessStore
     + ImportStore
+    + ReconcileStore
+    + StatementStore
     + Send
     + Sync
     + 'static
@@ -180,6 +188,8 @@ impl<T> Store for T where
         + OpsStore
         + ProcessStore
         + ImportStore
+        + ReconcileStore
+        + StatementStore
         + Send
         + Sync
         + 'static

@@ -162,3 +162,5 @@ crate::processes::impl_processes!(
 );
 crate::operators::impl_operators!(PgStore, Postgres);
 crate::ops::impl_ops!(PgStore, Postgres);
+crate::reconcile::impl_reconcile!(PgStore, Postgres);
+crate::statements::impl_statements!(PgStore);

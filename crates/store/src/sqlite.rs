@@ -130,3 +130,5 @@ crate::processes::impl_processes!(
 );
 crate::operators::impl_operators!(SqliteStore, Sqlite);
 crate::ops::impl_ops!(SqliteStore, Sqlite);
+crate::reconcile::impl_reconcile!(SqliteStore, Sqlite);
+crate::statements::impl_statements!(SqliteStore);

@@ -12,18 +12,21 @@
 //! | `keys.rs` | `key create / revoke / list / import / rotate` |
 //! | `topups.rs` | `topup unresolved / show / resolve` |
 //! | `admin.rs` | `admin create / list` (operator accounts) |
+//! | `reconcile.rs` | `reconcile import / list / show / apply / formats` (statements) |
 //! | `import.rs` | `import legacy`, `export legacy` (moving from the old system, and back) |
 
 mod admin;
 mod customers;
 mod import;
 mod keys;
+mod reconcile;
 mod topups;
 
 pub use admin::AdminCmd;
 pub use customers::{CustomerCmd, customer_json};
 pub use import::{ExportCmd, ImportCmd, table as import_table};
 pub use keys::{KeyCmd, duration_s, key_json};
+pub use reconcile::ReconcileCmd;
 pub use topups::TopupCmd;
 
 use crate::config::{DbConfig, RuntimeConfig, SimSettings};
@@ -72,6 +75,9 @@ pub enum Command {
     Admin(AdminCmd),
     /// Check every ledger invariant; exits 1 on any violation.
     Audit,
+    /// Statements against our top-ups: import, show, apply proposals.
+    #[command(subcommand)]
+    Reconcile(ReconcileCmd),
     /// Bring an installation of the old system over (see MIGRATING.md).
     #[command(subcommand)]
     Import(ImportCmd),
@@ -180,6 +186,7 @@ pub async fn run_operator(store: &dyn Store, command: Command) -> anyhow::Result
         Command::Admin(cmd) => admin::run(store, cmd).await?,
         Command::Key(cmd) => keys::run(store, cmd).await?,
         Command::Topup(cmd) => topups::run(store, cmd).await?,
+        Command::Reconcile(cmd) => reconcile::run(store, cmd).await?,
         Command::Import(cmd) => return import::run(store, cmd).await,
         Command::Export(cmd) => return import::export(store, cmd).await,
         Command::EnvExample => Value::String(env_example()),

@@ -7,8 +7,10 @@ pub mod compat;
 pub mod error;
 pub mod extract;
 pub mod openapi;
+pub mod reconcile;
 pub mod schema;
 pub mod shapes;
+pub mod statements;
 pub mod v1;
 
 use crate::state::App;
@@ -35,6 +37,9 @@ pub fn router(app: App) -> Router {
         .route("/health", get(health))
         .route("/api/queue/stats", get(queue_stats))
         .route("/api/admin/topups/{id}", get(admin_topup))
+        .route("/v1/statements", get(statements::statement))
+        .route("/api/admin/reconciliations", get(reconcile::admin_reconciliations))
+        .route("/api/admin/reconciliations/{id}", get(reconcile::admin_reconciliation))
         .route("/metrics", get(metrics_text))
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async {

@@ -87,6 +87,7 @@ pub const OPERATION_ERRORS: &[(&str, &[&[&str]])] = &[
     ("getTopup", &[AUTH, &["not_found"]]),
     ("getBalance", &[AUTH]),
     ("listProducts", &[AUTH]),
+    ("getStatement", &[AUTH, &["invalid_query"]]),
     // The compatibility routes answer errors in the old shape (`CompatError`),
     // declared on each operation; see `LEGACY_SHAPED`.
     ("compatTopup", &[]),
@@ -96,6 +97,11 @@ pub const OPERATION_ERRORS: &[(&str, &[&[&str]])] = &[
     ("health", &[]),
     ("queueStats", &[&["admin_required", "unavailable"]]),
     ("adminTopup", &[&["admin_required", "not_found", "unavailable"]]),
+    ("adminReconciliations", &[&["admin_required", "unavailable"]]),
+    (
+        "adminReconciliation",
+        &[&["admin_required", "not_found", "unavailable"]],
+    ),
     ("metrics", &[]),
     ("openapi", &[]),
 ];
@@ -150,6 +156,7 @@ Every error answers with the same body (`Error`): a stable machine-matchable `co
         v1::get_topup,
         v1::balance,
         v1::products,
+        super::statements::statement,
         compat::topup_sync,
         compat::topup_async,
         compat::balance,
@@ -157,6 +164,8 @@ Every error answers with the same body (`Error`): a stable machine-matchable `co
         super::health,
         super::queue_stats,
         super::admin_topup,
+        super::reconcile::admin_reconciliations,
+        super::reconcile::admin_reconciliation,
         super::metrics_text,
         openapi_json,
     ),

@@ -21,6 +21,7 @@ mod lifecycle;
 mod observability;
 mod openapi;
 mod process;
+mod reconcile;
 mod replicas;
 mod rescue;
 mod upstream_safety;

@@ -441,6 +441,37 @@ async fn serves_the_document_and_every_operation_answers_as_documented() {
             None,
             200,
         ),
+        (
+            Method::GET,
+            format!(
+                "/v1/statements?from={today}&to={today}",
+                today = chrono::Utc::now().date_naive()
+            ),
+            auth.clone(),
+            None,
+            200,
+        ),
+        (
+            Method::GET,
+            "/v1/statements?from=yesterday&to=today".into(),
+            auth.clone(),
+            None,
+            422,
+        ),
+        (
+            Method::GET,
+            "/api/admin/reconciliations".into(),
+            vec![("x-admin-key", admin.clone())],
+            None,
+            200,
+        ),
+        (
+            Method::GET,
+            "/api/admin/reconciliations/rec_missing".into(),
+            vec![("x-admin-key", admin.clone())],
+            None,
+            404,
+        ),
         (Method::GET, "/metrics".into(), vec![], None, 200),
         (Method::GET, "/openapi.json".into(), vec![], None, 200),
         // Errors, in the documented error body.

@@ -8,6 +8,7 @@
 //! | `customers.rs` | customers: list, create, detail (credit/debit, keys, limits, old-system habits, ledger) |
 //! | `transactions.rs` | transactions: filters, keyset pages, CSV, detail, UNKNOWN resolution |
 //! | `audit.rs` | the audit log |
+//! | `reconcile.rs` | reconciliations: statement upload, runs, classes, proposals applied, rows as CSV |
 //! | `operators.rs` | operator accounts: list; for admins disable, enable, role, new password |
 //!
 //! Reads come from the store's read models; every change goes through the
@@ -20,6 +21,7 @@ mod audit;
 mod customers;
 mod operators;
 mod overview;
+pub mod reconcile;
 mod transactions;
 
 pub use transactions::TxQuery;
@@ -71,6 +73,15 @@ pub fn routes() -> Router<App> {
         .route("/admin/operators/{email}/enable", post(operators::enable))
         .route("/admin/operators/{email}/role", post(operators::set_role))
         .route("/admin/operators/{email}/password", post(operators::reset_password))
+        .route("/admin/reconciliations", get(reconcile::runs))
+        .route(
+            "/admin/reconciliations/upload",
+            post(reconcile::upload).layer(axum::extract::DefaultBodyLimit::max(reconcile::UPLOAD_MAX_BYTES)),
+        )
+        .route("/admin/reconciliations/{id}", get(reconcile::run_page))
+        .route("/admin/reconciliations/{id}/rows.csv", get(reconcile::rows_csv))
+        .route("/admin/reconciliations/{id}/pack.zip", get(reconcile::pack_zip))
+        .route("/admin/reconciliations/{id}/apply", post(reconcile::apply))
 }
 
 /// What every operator page shows around its content.
