@@ -100,7 +100,7 @@ pub const OPERATION_ERRORS: &[(&str, &[&[&str]])] = &[
     ("adminReconciliations", &[&["admin_required", "unavailable"]]),
     (
         "adminReconciliation",
-        &[&["admin_required", "not_found", "unavailable"]],
+        &[&["admin_required", "not_found", "unavailable", "invalid_query"]],
     ),
     ("metrics", &[]),
     ("openapi", &[]),

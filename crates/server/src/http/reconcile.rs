@@ -41,6 +41,33 @@ pub struct RunRowsQuery {
     limit: Option<i64>,
 }
 
+/// The query of a run's rows; a bad value is the documented 422 `invalid_query`.
+fn rows_query(params: &std::collections::HashMap<String, String>) -> Result<RunRowsQuery, ApiError> {
+    let mut q = RunRowsQuery {
+        class: None,
+        after: 0,
+        limit: None,
+    };
+    for (key, value) in params {
+        let bad = |what: &str| ApiError::new("invalid_query", format!("{key}: {what}"));
+        match key.as_str() {
+            "class" => q.class = Some(value.clone()).filter(|c| !c.is_empty()),
+            "after" => q.after = value.parse().map_err(|_| bad("a row number"))?,
+            "limit" => {
+                q.limit = Some(
+                    value
+                        .parse::<i64>()
+                        .ok()
+                        .filter(|n| (1..=ROWS_PER_REQUEST_MAX).contains(n))
+                        .ok_or_else(|| bad("must be 1-10000"))?,
+                )
+            }
+            _ => return Err(bad("unknown parameter")),
+        }
+    }
+    Ok(q)
+}
+
 /// One run: its summary, its proposals and a page of its rows.
 #[utoipa::path(
     get,
@@ -55,8 +82,9 @@ pub async fn admin_reconciliation(
     State(app): State<App>,
     _admin: extract::Admin,
     Path(id): Path<String>,
-    Query(q): Query<RunRowsQuery>,
+    Query(params): Query<std::collections::HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
+    let q = rows_query(&params)?;
     let limit = q.limit.unwrap_or(ROWS_PAGE).clamp(1, ROWS_PER_REQUEST_MAX);
     let run = run_json(&app, &id, q.class.as_deref(), q.after, limit)
         .await

@@ -868,6 +868,18 @@ async fn panel(t: &TestApp, ctx: &str, run_id: &str, statement: &str) {
     let api: Value = api.json().await.expect("json");
     assert_eq!(api["run"]["classes"]["matched"], 6, "{ctx}");
     assert_eq!(api["rows"].as_array().map(Vec::len), Some(6), "{ctx}");
+    for bad in ["limit=9223372036854775808", "limit=0", "after=x", "sort=id"] {
+        let refused = t
+            .http
+            .get(format!("{}/api/admin/reconciliations/{run_id}?{bad}", t.base))
+            .header("x-admin-key", t.app.admin_key.as_str())
+            .send()
+            .await
+            .expect("api");
+        assert_eq!(refused.status(), 422, "{ctx}: {bad}");
+        let body: Value = refused.json().await.expect("json");
+        assert_eq!(body["code"], "invalid_query", "{ctx}: {bad}: {body}");
+    }
     let anonymous = t
         .http
         .get(format!("{}/api/admin/reconciliations", t.base))
