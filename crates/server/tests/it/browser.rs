@@ -36,6 +36,7 @@
 #[path = "browser/webdriver.rs"]
 mod webdriver;
 
+use crate::common::pages::form_encode;
 use crate::common::{Setup, TestApp, body, engines};
 use anyhow::{Context, anyhow, ensure};
 use recarga_domain::{Money, TopupStatus};
@@ -269,23 +270,6 @@ fn raw_http() -> reqwest::Client {
 async fn get_as_browser(br: &Session, url: &str) -> anyhow::Result<reqwest::Response> {
     let cookies = br.cookie_header().await?;
     Ok(raw_http().get(url).header("cookie", cookies).send().await?)
-}
-
-fn form_encode(fields: &[(&str, &str)]) -> String {
-    fn enc(s: &str) -> String {
-        s.bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-                b' ' => "+".into(),
-                _ => format!("%{b:02X}"),
-            })
-            .collect()
-    }
-    fields
-        .iter()
-        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
-        .collect::<Vec<_>>()
-        .join("&")
 }
 
 /// POST a form to `url` with the browser's cookies (what a forged request from

@@ -155,11 +155,13 @@ impl Browser {
     }
 }
 
+/// `application/x-www-form-urlencoded`, as a browser sends a form (space as `+`).
 pub fn form_encode(fields: &[(&str, &str)]) -> String {
     let enc = |s: &str| -> String {
         s.bytes()
             .map(|b| match b {
                 b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+                b' ' => "+".into(),
                 _ => format!("%{b:02X}"),
             })
             .collect()
