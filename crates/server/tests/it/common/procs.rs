@@ -354,6 +354,8 @@ async fn check_imported(
 // prefix), one standalone simulator, gateways that may carry a crash site.
 // ---------------------------------------------------------------------------
 
+/// Ports tried when a neighbour takes the free one first.
+const PORT_ATTEMPTS: usize = 5;
 /// `RECARGA_UPSTREAM_TIMEOUT_S` of a rig's gateways.
 pub const RIG_UPSTREAM_TIMEOUT_S: u64 = 2;
 /// `RECARGA_LEASE_S` of a rig's gateways: short, so a dead worker's top-ups
@@ -408,7 +410,19 @@ impl Rig {
     /// until it answers `/health` or has died (an armed site may be reached
     /// during the start-up), within [`READY_WITHIN`].
     pub async fn start_gateway(&self, name: &str, failpoint: Option<String>) -> Gateway {
-        let port = free_port();
+        // A port free when asked can be taken by a neighbouring suite before
+        // the gateway binds it: then (and only then) try another port.
+        for _ in 0..PORT_ATTEMPTS {
+            let gw = self.start_gateway_on(free_port(), name, failpoint.clone()).await;
+            let lost_port = gw.proc.stderr_tail(5).contains("Address already in use");
+            if !lost_port {
+                return gw;
+            }
+        }
+        panic!("{name}: no free port in {PORT_ATTEMPTS} attempts");
+    }
+
+    async fn start_gateway_on(&self, port: u16, name: &str, failpoint: Option<String>) -> Gateway {
         let mut cmd = self.command(failpoint.as_deref());
         cmd.arg("serve")
             .env("PORT", port.to_string())
